@@ -135,10 +135,24 @@ def show(out: str, as_json: bool) -> None:
     show_summary(out, as_json)
 
 
+def _add_core_commands() -> None:
+    import importlib
+    import pkgutil
+
+    from castillo_core import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"castillo_core.commands.{info.name}")
+        command = getattr(module, "command", None)
+        if isinstance(command, click.Command) and command.name not in cli.commands:
+            cli.add_command(command)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script: add plugin commands, then run."""
+    """Entry point of the console script: add core and plugin commands, then run."""
     from castillo_core.plugins import get_plugins
 
+    _add_core_commands()
     get_plugins().register_commands(cli)
     cli.main(args=argv, prog_name="castillo")
 

