@@ -59,8 +59,7 @@ class _Group(click.Group):
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 def cli(debug: bool) -> None:
     """castillo: measure the response-length distributions of LLMs."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 @cli.command()
@@ -69,15 +68,22 @@ def cli(debug: bool) -> None:
 @click.option("--model", "models", multiple=True, help="Model id, path or alias; repeat for several.")
 @click.option("--revision", help="Model revision (commit, tag or branch).")
 @click.option("--dtype", help="Model dtype (auto, bf16, fp16, fp32), where the backend takes one.")
-@click.option("-B", "--backend-option", "backend_options", multiple=True, metavar="KEY=VALUE",
-              help="A backend option, e.g. n_ctx=4096; repeatable.")
+@click.option(
+    "-B",
+    "--backend-option",
+    "backend_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A backend option, e.g. n_ctx=4096; repeatable.",
+)
 @click.option("--corpus", "corpora", multiple=True, help="Corpus name; repeat for several.")
 @click.option("--source", help="Corpus source: a local file or directory (default: the corpus's own).")
 @click.option("--split", help="Corpus split (train, validate, test, full, ...).")
 @click.option("--limit", type=int, help="Use the first LIMIT prompts of the selection.")
 @click.option("--sample-seed", type=int, help="Seed of the corpus's prompt sampling (default 42).")
-@click.option("-C", "--corpus-option", "corpus_options", multiple=True, metavar="KEY=VALUE",
-              help="A corpus option; repeatable.")
+@click.option(
+    "-C", "--corpus-option", "corpus_options", multiple=True, metavar="KEY=VALUE", help="A corpus option; repeatable."
+)
 @click.option("-n", "--n", "n", type=int, help="Completions per prompt (default 10).")
 @click.option("--temperature", type=float)
 @click.option("--top-p", type=float)
@@ -87,8 +93,12 @@ def cli(debug: bool) -> None:
 @click.option("--max-new-tokens", type=int, help="Cap on generated tokens per completion (default 1024).")
 @click.option("--max-prompt-tokens", type=int, help="Longer prompts are truncated and flagged (default 2500).")
 @click.option("--seed", type=int, help="Run seed; each prompt's seed derives from it and the prompt id.")
-@click.option("--model-defaults", is_flag=True, default=None,
-              help="Use the model's own generation config with sampling on (CASTILLO v1's setting).")
+@click.option(
+    "--model-defaults",
+    is_flag=True,
+    default=None,
+    help="Use the model's own generation config with sampling on (CASTILLO v1's setting).",
+)
 @click.option("--metric", "metrics", multiple=True, help="Metric to apply (default: every installed one).")
 @click.option("--no-metrics", is_flag=True, help="Apply no metric plugins.")
 @click.option("--out", help="Output directory (default runs/castillo). Re-running resumes.")
@@ -96,8 +106,13 @@ def cli(debug: bool) -> None:
 @click.option("--strict", is_flag=True, help="Fail when a corpus rejects any record.")
 @click.option("--quiet", is_flag=True, help="No live display; warnings only.")
 @click.option("--log-json", is_flag=True, help="Progress as JSON lines on stderr (batch jobs).")
-@click.option("--flush-every", type=int, default=20_000, show_default=True,
-              help="Write a part every this many responses (and at least every 30 s).")
+@click.option(
+    "--flush-every",
+    type=int,
+    default=20_000,
+    show_default=True,
+    help="Write a part every this many responses (and at least every 30 s).",
+)
 @click.pass_context
 def run(ctx: click.Context, **opts: Any) -> None:
     """Sample N completions per prompt for a grid of models x corpora and store them."""

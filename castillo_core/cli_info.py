@@ -43,8 +43,9 @@ def show_plugins(as_json: bool) -> None:
     unavailable = [e for e in plugins.entries("backend") if not e.available]
     for entry in unavailable:
         hint = getattr(entry.cls, "install_hint", "") or "install its library"
-        console.print(f"backend {entry.name}: needs {', '.join(entry.missing())} ({hint})", style="yellow",
-                      markup=False)
+        console.print(
+            f"backend {entry.name}: needs {', '.join(entry.missing())} ({hint})", style="yellow", markup=False
+        )
 
 
 def backend_rows() -> list[dict[str, Any]]:
@@ -56,17 +57,19 @@ def backend_rows() -> list[dict[str, Any]]:
             aliases = cls.model_aliases()
         except Exception as exc:  # noqa: BLE001 - a listing must not die on one plugin
             aliases = {"(error)": str(exc)}
-        rows.append({
-            "name": entry.name,
-            "aliases": [a for a in entry.aliases if a != entry.name],
-            "plugin": entry.plugin,
-            "available": not missing,
-            "missing": missing,
-            "install": cls.install_hint if missing else "",
-            "default_model": cls.default_model,
-            "model_aliases": aliases,
-            "description": cls.description,
-        })
+        rows.append(
+            {
+                "name": entry.name,
+                "aliases": [a for a in entry.aliases if a != entry.name],
+                "plugin": entry.plugin,
+                "available": not missing,
+                "missing": missing,
+                "install": cls.install_hint if missing else "",
+                "default_model": cls.default_model,
+                "model_aliases": aliases,
+                "description": cls.description,
+            }
+        )
     return rows
 
 
@@ -74,18 +77,20 @@ def corpus_rows() -> list[dict[str, Any]]:
     rows = []
     for entry in get_plugins().entries("corpus"):
         cls: Any = entry.cls
-        rows.append({
-            "name": entry.name,
-            "dataset": cls.dataset,
-            "plugin": entry.plugin,
-            "source": cls.source_note,
-            "size": cls.size,
-            "license": cls.license,
-            "default_split": cls.default_split,
-            "available": not entry.missing(),
-            "missing": entry.missing(),
-            "description": cls.description,
-        })
+        rows.append(
+            {
+                "name": entry.name,
+                "dataset": cls.dataset,
+                "plugin": entry.plugin,
+                "source": cls.source_note,
+                "size": cls.size,
+                "license": cls.license,
+                "default_split": cls.default_split,
+                "available": not entry.missing(),
+                "missing": entry.missing(),
+                "description": cls.description,
+            }
+        )
     return rows
 
 
@@ -93,13 +98,15 @@ def metric_rows() -> list[dict[str, Any]]:
     rows = []
     for entry in get_plugins().entries("metric"):
         cls: Any = entry.cls
-        rows.append({
-            "name": entry.name,
-            "plugin": entry.plugin,
-            "available": not entry.missing(),
-            "missing": entry.missing(),
-            "description": cls.description,
-        })
+        rows.append(
+            {
+                "name": entry.name,
+                "plugin": entry.plugin,
+                "available": not entry.missing(),
+                "missing": entry.missing(),
+                "description": cls.description,
+            }
+        )
     return rows
 
 
@@ -124,8 +131,9 @@ def show_list(kind: str, as_json: bool) -> None:
     else:
         table = _table("metrics", ["name", "status", "description"])
         for r in rows:
-            table.add_row(r["name"], "available" if r["available"] else f"missing {', '.join(r['missing'])}",
-                          r["description"])
+            table.add_row(
+                r["name"], "available" if r["available"] else f"missing {', '.join(r['missing'])}", r["description"]
+            )
     console.print(table)
 
 
@@ -137,12 +145,18 @@ def show_summary(out: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = _table(f"castillo show {out}", ["model", "dataset", "prompts", "mean length", "mean std", "CV",
-                                            "capped"])
+    table = _table(f"castillo show {out}", ["model", "dataset", "prompts", "mean length", "mean std", "CV", "capped"])
     for r in rows:
         capped = f"{100 * r['share_capped']:.1f}%" if "share_capped" in r else "-"
-        table.add_row(r["model"], r["dataset"], str(r["prompts"]), f"{r['mean_length']:.1f}",
-                      f"{r['mean_std']:.1f}", f"{r['mean_cv']:.3f}", capped)
+        table.add_row(
+            r["model"],
+            r["dataset"],
+            str(r["prompts"]),
+            f"{r['mean_length']:.1f}",
+            f"{r['mean_std']:.1f}",
+            f"{r['mean_cv']:.3f}",
+            capped,
+        )
     console = _console()
     console.print(table)
     if not rows:

@@ -8,8 +8,18 @@ from typing import Any
 from castillo_core.cli import _parse_kv
 from castillo_core.errors import ConfigError
 
-_GENERATION_FLAGS = ("n", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_new_tokens",
-                     "max_prompt_tokens", "seed", "model_defaults")
+_GENERATION_FLAGS = (
+    "n",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "max_new_tokens",
+    "max_prompt_tokens",
+    "seed",
+    "model_defaults",
+)
 
 
 def build_spec_dict(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -30,8 +40,13 @@ def build_spec_dict(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
             raise ConfigError("--model needs --backend (which backend runs the model?)")
         models = list(opts.get("models") or ()) or [None]
         data["models"] = [
-            {"backend": backend, "model": m, "revision": opts.get("revision"), "dtype": opts.get("dtype"),
-             "options": backend_options}
+            {
+                "backend": backend,
+                "model": m,
+                "revision": opts.get("revision"),
+                "dtype": opts.get("dtype"),
+                "options": backend_options,
+            }
             for m in models
         ]
     elif backend_options or opts.get("dtype") or opts.get("revision"):
@@ -42,9 +57,14 @@ def build_spec_dict(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
                     entry[key] = opts[key]
     if opts.get("corpora"):
         data["corpora"] = [
-            {"name": c, "source": opts.get("source"), "split": opts.get("split"), "limit": opts.get("limit"),
-             "sample_seed": 42 if opts.get("sample_seed") is None else opts["sample_seed"],
-             "options": corpus_options}
+            {
+                "name": c,
+                "source": opts.get("source"),
+                "split": opts.get("split"),
+                "limit": opts.get("limit"),
+                "sample_seed": 42 if opts.get("sample_seed") is None else opts["sample_seed"],
+                "options": corpus_options,
+            }
             for c in opts["corpora"]
         ]
     else:
@@ -92,8 +112,9 @@ def execute(opts: dict[str, Any], argv: Sequence[str]) -> None:
     else:
         progress = RichProgress()
     stop = StopFlag()
-    engine = Engine(spec, plugins, progress=progress, flush_responses=opts.get("flush_every") or 20_000,
-                    stop=stop, argv=argv)
+    engine = Engine(
+        spec, plugins, progress=progress, flush_responses=opts.get("flush_every") or 20_000, stop=stop, argv=argv
+    )
     with progress, sigint_flushes(stop):
         summary = engine.run()
     if stop:
@@ -115,7 +136,16 @@ def _report(summary: Any, quiet: bool) -> None:
         table.add_column(column, justify="left" if column in {"cell", "status"} else "right")
     for cell in summary.cells:
         rate = f"{cell.tokens / cell.seconds:,.0f}" if cell.seconds > 0 else "-"
-        table.add_row(cell.label, cell.status, str(cell.total), str(cell.already_done), str(cell.written),
-                      f"{cell.tokens:,}", rate, str(len(cell.rejections)), str(cell.truncated))
+        table.add_row(
+            cell.label,
+            cell.status,
+            str(cell.total),
+            str(cell.already_done),
+            str(cell.written),
+            f"{cell.tokens:,}",
+            rate,
+            str(len(cell.rejections)),
+            str(cell.truncated),
+        )
     console.print(table)
     console.print(f"see the lengths: castillo show {summary.out}")

@@ -148,7 +148,7 @@ class Backend(_Described, ABC):
         engine can store it (a crash then loses little). Batch as the library does best.
         """
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release the model."""
 
 
@@ -209,7 +209,7 @@ class ResponseBatch:
     per-response array into a per-prompt one.
     """
 
-    __slots__ = ("texts", "output_tokens", "finish_reasons", "offsets", "max_new_tokens", "_columns")
+    __slots__ = ("_columns", "finish_reasons", "max_new_tokens", "offsets", "output_tokens", "texts")
 
     def __init__(
         self,

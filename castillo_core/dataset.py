@@ -24,8 +24,9 @@ def _parts(root: Path, table: str) -> list[Path]:
     return sorted(p for p in base.rglob("part-*.parquet") if not any(s.startswith((".", "_")) for s in p.parts))
 
 
-def read_table(out: str | Path, table: str = "prompts", columns: Sequence[str] | None = None,
-               filter: Any = None) -> pa.Table:
+def read_table(
+    out: str | Path, table: str = "prompts", columns: Sequence[str] | None = None, filter: Any = None
+) -> pa.Table:
     """Read one table of an output directory (every part, schemas unified)."""
     root = Path(out)
     if not (root / table).exists():

@@ -92,8 +92,11 @@ def sigint_flushes(flag: StopFlag) -> Iterator[None]:
             signal.signal(signal.SIGINT, previous)
             raise KeyboardInterrupt
         flag.requested = True
-        print("\ncastillo: interrupt received, flushing finished prompts (Ctrl-C again to abort)",
-              file=sys.stderr, flush=True)
+        print(
+            "\ncastillo: interrupt received, flushing finished prompts (Ctrl-C again to abort)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     try:
         signal.signal(signal.SIGINT, handler)
@@ -215,11 +218,13 @@ class Engine:
         """Refuse cells whose (model, dataset) the output holds under another config."""
         for cell in self.cells:
             for old_hash, old in manifest["cells"].items():
-                if old.get("model") == cell.model and old.get("dataset") == cell.dataset and old_hash != cell.config_hash:
+                same_cell = old.get("model") == cell.model and old.get("dataset") == cell.dataset
+                if same_cell and old_hash != cell.config_hash:
                     diff = describe_difference(old.get("config", {}), cell.config)
                     raise ConfigChangedError(
                         f"{self.store.root} already holds {cell.label} under config {old_hash}; this run asks for "
-                        f"config {cell.config_hash}. What differs:\n  " + "\n  ".join(diff or ["(unknown)"])
+                        f"config {cell.config_hash}. What differs:\n  "
+                        + "\n  ".join(diff or ["(unknown)"])
                         + "\nUse a different --out for a different config, or re-run the original command to resume."
                     )
             done = self.store.finished(cell.model, cell.dataset)
@@ -238,8 +243,12 @@ class Engine:
         self.check_configs(manifest)
         for message in report.messages():
             self.progress.message(message, "warning")
-        run_record = {"started": _now(), "argv": self.argv, "status": "running",
-                      "spec": self.spec.model_dump(mode="json")}
+        run_record = {
+            "started": _now(),
+            "argv": self.argv,
+            "status": "running",
+            "spec": self.spec.model_dump(mode="json"),
+        }
         manifest["runs"].append(run_record)
         manifest.setdefault("castillo_version", _version())
         self.store.write_manifest(manifest)
@@ -271,16 +280,31 @@ class Engine:
             already = len(prompt_set.prompts) - len(remaining)
             self._announce(cell, prompt_set)
             entry = manifest["cells"].setdefault(cell.config_hash, {})
-            entry.update({"model": cell.model, "model_id": cell.model_id, "dataset": cell.dataset,
-                          "backend": cell.backend_cls.name, "config": cell.config,
-                          "prompts_total": len(prompt_set.prompts),
-                          "rejected": len(prompt_set.rejections),
-                          "duplicates_merged": sum(prompt_set.duplicates.values())})
+            entry.update(
+                {
+                    "model": cell.model,
+                    "model_id": cell.model_id,
+                    "dataset": cell.dataset,
+                    "backend": cell.backend_cls.name,
+                    "config": cell.config,
+                    "prompts_total": len(prompt_set.prompts),
+                    "rejected": len(prompt_set.rejections),
+                    "duplicates_merged": sum(prompt_set.duplicates.values()),
+                }
+            )
             if not remaining:
                 entry.update(status="done", prompts_done=len(prompt_set.prompts))
-                summary.cells.append(CellResult(cell.label, cell.config_hash, "skipped", len(prompt_set.prompts),
-                                                already, rejections=prompt_set.rejections,
-                                                duplicates=prompt_set.duplicates))
+                summary.cells.append(
+                    CellResult(
+                        cell.label,
+                        cell.config_hash,
+                        "skipped",
+                        len(prompt_set.prompts),
+                        already,
+                        rejections=prompt_set.rejections,
+                        duplicates=prompt_set.duplicates,
+                    )
+                )
                 self.progress.start_cell(cell.label, len(prompt_set.prompts), already)
                 self.progress.end_cell(cell.label, "skipped")
                 continue
@@ -313,12 +337,16 @@ class Engine:
             first = prompt_set.rejections[0]
             self.progress.message(
                 f"{cell.label}: {len(prompt_set.rejections)} record(s) rejected (first: {first.source} record "
-                f"{first.index}: {first.reason})", "warning")
+                f"{first.index}: {first.reason})",
+                "warning",
+            )
         if prompt_set.duplicates:
             extra = sum(prompt_set.duplicates.values())
             self.progress.message(
                 f"{cell.label}: {len(prompt_set.duplicates)} prompt text(s) appear more than once ({extra} extra "
-                f"cop{'y' if extra == 1 else 'ies'}); each is generated once", "warning")
+                f"cop{'y' if extra == 1 else 'ies'}); each is generated once",
+                "warning",
+            )
 
     def _run_cell(
         self,
@@ -336,8 +364,15 @@ class Engine:
         entry = manifest["cells"][cell.config_hash]
         entry.update(status="running", provenance=provenance)
         self.store.write_manifest(manifest)
-        result = CellResult(cell.label, cell.config_hash, "running", len(prompt_set.prompts), already,
-                            rejections=prompt_set.rejections, duplicates=prompt_set.duplicates)
+        result = CellResult(
+            cell.label,
+            cell.config_hash,
+            "running",
+            len(prompt_set.prompts),
+            already,
+            rejections=prompt_set.rejections,
+            duplicates=prompt_set.duplicates,
+        )
         self.progress.start_cell(cell.label, len(prompt_set.prompts), already)
         started = time.monotonic()
 
@@ -346,20 +381,30 @@ class Engine:
             raise BackendError(f"backend {cell.backend_cls.name} rendered {len(rendered)} of {len(remaining)} prompts")
         requests = [
             GenerationRequest(key=i, prompt=p, rendered=r, seed=prompt_seed(gen.seed, p.prompt_id, gen.n), n=gen.n)
-            for i, (p, r) in enumerate(zip(remaining, rendered))
+            for i, (p, r) in enumerate(zip(remaining, rendered, strict=True))
         ]
         result.truncated = sum(r.truncated for r in rendered)
         if result.truncated:
-            self.progress.message(f"{cell.label}: {result.truncated} prompt(s) truncated to "
-                                  f"{gen.max_prompt_tokens} tokens (flagged in prompt_truncated)", "warning")
+            self.progress.message(
+                f"{cell.label}: {result.truncated} prompt(s) truncated to "
+                f"{gen.max_prompt_tokens} tokens (flagged in prompt_truncated)",
+                "warning",
+            )
         metrics = [cls(MetricContext(max_new_tokens=gen.max_new_tokens, n=gen.n)) for cls in self.metric_classes]
         ctx = CellContext(
-            model=cell.model, dataset=cell.dataset, backend=cell.backend_cls.name, model_revision=info.revision,
-            settings=settings, n=gen.n, max_new_tokens=gen.max_new_tokens, max_prompt_tokens=gen.max_prompt_tokens,
-            config_hash=cell.config_hash, castillo_version=_version(), keep_text=self.spec.keep_text,
+            model=cell.model,
+            dataset=cell.dataset,
+            backend=cell.backend_cls.name,
+            model_revision=info.revision,
+            settings=settings,
+            n=gen.n,
+            max_new_tokens=gen.max_new_tokens,
+            max_prompt_tokens=gen.max_prompt_tokens,
+            config_hash=cell.config_hash,
+            castillo_version=_version(),
+            keep_text=self.spec.keep_text,
         )
-        metadata = {"config_hash": cell.config_hash, "provenance": provenance,
-                    "metrics": [m.name for m in metrics]}
+        metadata = {"config_hash": cell.config_hash, "provenance": provenance, "metrics": [m.name for m in metrics]}
         writer = _PartWriter(self, cell, ctx, metrics, metadata, result)
         by_key = {r.key: r for r in requests}
         returned: set[int] = set()
@@ -385,11 +430,15 @@ class Engine:
         if not self.stop and len(returned) != len(requests):
             missing = [r.prompt.prompt_id for r in requests if r.key not in returned]
             raise BackendError(
-                f"backend {cell.backend_cls.name} returned no result for {len(missing)} prompt(s), e.g. {missing[:3]}")
+                f"backend {cell.backend_cls.name} returned no result for {len(missing)} prompt(s), e.g. {missing[:3]}"
+            )
         result.seconds = time.monotonic() - started
         result.status = "interrupted" if self.stop else "done"
-        entry.update(status=result.status, prompts_done=already + result.written,
-                     rejected_records=[r.model_dump() for r in prompt_set.rejections[:100]])
+        entry.update(
+            status=result.status,
+            prompts_done=already + result.written,
+            rejected_records=[r.model_dump() for r in prompt_set.rejections[:100]],
+        )
         self.store.write_manifest(manifest)
         self.progress.end_cell(cell.label, result.status)
         return result
@@ -398,8 +447,15 @@ class Engine:
 class _PartWriter:
     """Buffers finished prompts and writes them as parts by size or by age."""
 
-    def __init__(self, engine: Engine, cell: Cell, ctx: CellContext, metrics: list[Metric],
-                 metadata: dict[str, Any], result: CellResult) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        cell: Cell,
+        ctx: CellContext,
+        metrics: list[Metric],
+        metadata: dict[str, Any],
+        result: CellResult,
+    ) -> None:
         self.engine = engine
         self.cell = cell
         self.ctx = ctx
@@ -418,15 +474,18 @@ class _PartWriter:
         tokens = sum(c.output_tokens for c in finished.completions)
         self.tokens += tokens
         self.engine.progress.advance(1, tokens)
-        if (self.responses >= self.engine.flush_responses
-                or time.monotonic() - self.last_flush >= self.engine.flush_seconds):
+        if (
+            self.responses >= self.engine.flush_responses
+            or time.monotonic() - self.last_flush >= self.engine.flush_seconds
+        ):
             self.flush()
 
     def flush(self) -> None:
         if self.buffer:
             prompts, responses = build_tables(self.buffer, self.ctx, self.metrics)
-            self.engine.store.write_part(self.cell.model, self.cell.dataset, self.cell.config_hash,
-                                         prompts, responses, self.metadata)
+            self.engine.store.write_part(
+                self.cell.model, self.cell.dataset, self.cell.config_hash, prompts, responses, self.metadata
+            )
             self.result.written += len(self.buffer)
             self.result.responses += self.responses
             self.result.tokens += self.tokens
@@ -437,7 +496,7 @@ class _PartWriter:
         """Flush on the way out of a failure; a second failure must not hide the first."""
         try:
             self.flush()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("could not flush finished prompts of %s", self.cell.label)
 
 
@@ -459,4 +518,3 @@ def _version() -> str:
     from castillo_core import __version__
 
     return __version__
-

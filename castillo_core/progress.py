@@ -68,8 +68,13 @@ class JsonProgress(Progress):
         if now - self._last >= self.every:
             self._last = now
             elapsed = max(now - self._start, 1e-9)
-            self._emit("progress", cell=self._cell, done=self._done, total=self._total,
-                       tokens_per_s=round(self._tokens / elapsed, 1))
+            self._emit(
+                "progress",
+                cell=self._cell,
+                done=self._done,
+                total=self._total,
+                tokens_per_s=round(self._tokens / elapsed, 1),
+            )
 
     def end_cell(self, label: str, status: str) -> None:
         self._emit("cell_end", cell=label, status=status, done=self._done, total=self._total)

@@ -101,10 +101,13 @@ def build_tables(
     if len(finished) and np.all(counts == counts[0]):
         sizes: Any = tokens.reshape(len(finished), int(counts[0]))
     else:
-        sizes = [tokens[offsets[i]:offsets[i + 1]] for i in range(len(finished))]
+        sizes = [tokens[offsets[i] : offsets[i + 1]] for i in range(len(finished))]
     stats = length_stats(sizes)
-    capped = np.add.reduceat(np.fromiter((r == "length" for r in reasons), dtype=np.int64, count=len(reasons)),
-                             offsets[:-1]) if len(finished) else np.empty(0, dtype=np.int64)
+    capped = (
+        np.add.reduceat(np.fromiter((r == "length" for r in reasons), dtype=np.int64, count=len(reasons)), offsets[:-1])
+        if len(finished)
+        else np.empty(0, dtype=np.int64)
+    )
 
     prompts = [f.request.prompt for f in finished]
     s = ctx.settings

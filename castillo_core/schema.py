@@ -101,8 +101,12 @@ def _check_unique(fields: Sequence[pa.Field], table: str) -> None:
 
 def prompts_schema(metric_columns: Sequence[Column] = ()) -> pa.Schema:
     """The prompts table: v1 columns, castillo columns, metric aggregates, provenance."""
-    fields = [*V1_PROMPT_FIELDS, *CASTILLO_PROMPT_FIELDS, *(arrow_field(c) for c in metric_columns),
-              *TRAILING_PROMPT_FIELDS]
+    fields = [
+        *V1_PROMPT_FIELDS,
+        *CASTILLO_PROMPT_FIELDS,
+        *(arrow_field(c) for c in metric_columns),
+        *TRAILING_PROMPT_FIELDS,
+    ]
     _check_unique(fields, "prompts")
     return pa.schema(fields)
 

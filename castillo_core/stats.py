@@ -42,8 +42,15 @@ def length_stats(sizes: Sequence[Sequence[int]] | np.ndarray) -> LengthStats:
     rows = [np.asarray(r, dtype=np.float64) for r in sizes]
     if not rows:
         empty = np.empty(0)
-        return LengthStats(empty, empty, {k: empty for k, _ in PERCENTILES}, empty, empty,
-                           empty.astype(np.int64), empty.astype(np.int64))
+        return LengthStats(
+            empty,
+            empty,
+            {k: empty for k, _ in PERCENTILES},
+            empty,
+            empty,
+            empty.astype(np.int64),
+            empty.astype(np.int64),
+        )
     widths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
     if np.any(widths == 0):
         raise ValueError("a prompt has no completions; statistics need at least one length")
@@ -51,8 +58,11 @@ def length_stats(sizes: Sequence[Sequence[int]] | np.ndarray) -> LengthStats:
         return _block_stats(np.vstack(rows))
     count = len(rows)
     out = {
-        "mean": np.empty(count), "std": np.empty(count), "minimum": np.empty(count),
-        "maximum": np.empty(count), "argmin": np.empty(count, dtype=np.int64),
+        "mean": np.empty(count),
+        "std": np.empty(count),
+        "minimum": np.empty(count),
+        "maximum": np.empty(count),
+        "argmin": np.empty(count, dtype=np.int64),
         "argmax": np.empty(count, dtype=np.int64),
     }
     pct = {k: np.empty(count) for k, _ in PERCENTILES}

@@ -203,6 +203,6 @@ def _group_ids(table: pa.Table) -> Iterator[tuple[str, list[str]]]:
         yield hashes[0], ids
         return
     grouped: dict[str, list[str]] = {}
-    for pid, config_hash in zip(ids, hashes):
+    for pid, config_hash in zip(ids, hashes, strict=True):
         grouped.setdefault(config_hash, []).append(pid)
     yield from grouped.items()

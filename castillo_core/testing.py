@@ -70,13 +70,18 @@ class FakeBackend(Backend):
         return {k: v for k, v in options.items() if k == "mean_tokens"}
 
     def open(self) -> ModelInfo:
-        return ModelInfo(model=self.model_id(self.spec), revision="fake-rev", dtype="none",
-                         chat_template="{user}", library_versions={}, hardware="none")
+        return ModelInfo(
+            model=self.model_id(self.spec),
+            revision="fake-rev",
+            dtype="none",
+            chat_template="{user}",
+            library_versions={},
+            hardware="none",
+        )
 
     def sampling(self, config: GenerationConfig) -> SamplingSettings:
         if config.model_defaults:
-            return SamplingSettings.from_config(config, temperature=0.7, top_p=0.8, top_k=20,
-                                                repetition_penalty=1.05)
+            return SamplingSettings.from_config(config, temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05)
         return SamplingSettings.from_config(config)
 
     def render(self, prompts: Sequence[Prompt], max_prompt_tokens: int) -> list[Rendered]:
@@ -105,8 +110,16 @@ class FakeBackend(Backend):
                 if length >= cap:
                     length, reason = cap, "length"
                 word = f"w{seed % 1000} "
-                completions.append(build(sample_index=i, seed=seed, output_tokens=length,
-                                         finish_reason=reason, text=word * length, latency=0.0))
+                completions.append(
+                    build(
+                        sample_index=i,
+                        seed=seed,
+                        output_tokens=length,
+                        finish_reason=reason,
+                        text=word * length,
+                        latency=0.0,
+                    )
+                )
             self.generated_prompts += 1
             yield PromptResult.model_construct(key=request.key, completions=tuple(completions), gen_time=0.0)
 
@@ -156,8 +169,9 @@ class TinyCorpus(Corpus):
                 continue
             base = _TINY_PROMPTS[i % len(_TINY_PROMPTS)]
             text = base if i < len(_TINY_PROMPTS) else f"{base} (variant {i})"
-            yield Prompt(dataset=self.dataset, split=self.split, prompt_text=text,
-                         category="tiny" if i % 2 else "undefined")
+            yield Prompt(
+                dataset=self.dataset, split=self.split, prompt_text=text, category="tiny" if i % 2 else "undefined"
+            )
 
 
 @hookimpl
