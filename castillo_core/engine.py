@@ -200,7 +200,7 @@ class Engine:
         self.progress = progress or Progress()
         self.flush_responses = flush_responses
         self.flush_seconds = flush_seconds
-        self.stop = stop or StopFlag()
+        self.stop = stop if stop is not None else StopFlag()
         self.argv = list(argv or [])
         self.store = Store(spec.out)
         self.cells = expand(spec, plugins)
