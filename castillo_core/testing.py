@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from castillo_core.contracts import Backend, Corpus, ModelInfo, parse_options
@@ -32,15 +33,14 @@ from castillo_core.records import (
     SamplingSettings,
 )
 
-_MASK64 = (1 << 64) - 1
 
-
-def _mix(value: int) -> int:
-    """splitmix64: a cheap, well-spread hash of an integer (seed -> length)."""
-    value = (value + 0x9E3779B97F4A7C15) & _MASK64
-    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return value ^ (value >> 31)
+def _mix_array(values: np.ndarray) -> np.ndarray:
+    """splitmix64 over a uint64 array: a cheap, well-spread hash of seeds (seed -> length)."""
+    with np.errstate(over="ignore"):
+        z = values + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
 class FakeOptions(BaseModel):
@@ -96,32 +96,34 @@ class FakeBackend(Backend):
     ) -> Iterator[PromptResult]:
         cap = config.max_new_tokens
         span = 2 * self.options.mean_tokens
-        build = Completion.model_construct
-        for request in requests:
-            if self.options.fail_after is not None and self.generated_prompts >= self.options.fail_after:
-                raise RuntimeError(f"fake backend failing after {self.options.fail_after} prompts (fail_after)")
-            if self.options.delay:
-                time.sleep(self.options.delay)
-            completions = []
-            for i in range(request.n):
-                seed = request.seed + i
-                length = 1 + _mix(seed) % span
-                reason = "stop"
-                if length >= cap:
-                    length, reason = cap, "length"
-                word = f"w{seed % 1000} "
-                completions.append(
-                    build(
-                        sample_index=i,
-                        seed=seed,
-                        output_tokens=length,
-                        finish_reason=reason,
-                        text=word * length,
-                        latency=0.0,
+        for start in range(0, len(requests), self.options.batch):
+            chunk = requests[start : start + self.options.batch]
+            # one vectorized hash per simulated batch: the fake must cost next to nothing
+            seeds = np.concatenate([np.arange(r.seed, r.seed + r.n, dtype=np.uint64) for r in chunk])
+            lengths = (1 + _mix_array(seeds) % np.uint64(span)).astype(np.int64)
+            np.minimum(lengths, cap, out=lengths)
+            offset = 0
+            for request in chunk:
+                if self.options.fail_after is not None and self.generated_prompts >= self.options.fail_after:
+                    raise RuntimeError(f"fake backend failing after {self.options.fail_after} prompts (fail_after)")
+                if self.options.delay:
+                    time.sleep(self.options.delay)
+                completions = []
+                for i, length in enumerate(lengths[offset : offset + request.n].tolist()):
+                    seed = request.seed + i
+                    completions.append(
+                        Completion(
+                            sample_index=i,
+                            seed=seed,
+                            output_tokens=length,
+                            finish_reason="length" if length >= cap else "stop",
+                            text=f"w{seed % 1000} " * length,
+                            latency=0.0,
+                        )
                     )
-                )
-            self.generated_prompts += 1
-            yield PromptResult.model_construct(key=request.key, completions=tuple(completions), gen_time=0.0)
+                offset += request.n
+                self.generated_prompts += 1
+                yield PromptResult(key=request.key, completions=tuple(completions), gen_time=0.0)
 
 
 _TINY_PROMPTS = (

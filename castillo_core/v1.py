@@ -115,7 +115,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def import_config(model: str, dataset: str, split: str | None, sampling: tuple[Any, Any, Any], cap: int) -> dict[str, Any]:
+def import_config(
+    model: str, dataset: str, split: str | None, sampling: tuple[Any, Any, Any], cap: int
+) -> dict[str, Any]:
     """What an imported cell's ``config_hash`` covers: source, model, corpus split, sampling, cap."""
     top_k, top_p, temp = sampling
     return {
@@ -129,12 +131,15 @@ def import_config(model: str, dataset: str, split: str | None, sampling: tuple[A
     }
 
 
-def group_records(file: V1File) -> Iterator[tuple[tuple[str, str, tuple[Any, Any, Any]], list[dict[str, Any]]]]:
-    """A file's records grouped by (model, dataset, sampling): one castillo cell each."""
-    groups: dict[tuple[str, str, tuple[Any, Any, Any]], list[dict[str, Any]]] = {}
-    for record in file.records:
+CellKey = tuple[str, str, tuple[Any, Any, Any]]
+
+
+def group_records(file: V1File) -> Iterator[tuple[CellKey, list[int]]]:
+    """A file's record indices grouped by (model, dataset, sampling): one castillo cell each."""
+    groups: dict[CellKey, list[int]] = {}
+    for index, record in enumerate(file.records):
         key = (record["model"], record["dataset"], (record["top_k"], record["top_p"], record["temp"]))
-        groups.setdefault(key, []).append(record)
+        groups.setdefault(key, []).append(index)
     yield from groups.items()
 
 
@@ -145,6 +150,7 @@ def prompts_table(
     config_hash: str,
     castillo_version: str,
     file: Path | None = None,
+    indices: Sequence[int] | None = None,
 ) -> pa.Table:
     """v1 records as castillo prompts rows: v1's columns untouched, castillo's derived."""
     schema = prompts_schema()
@@ -176,17 +182,113 @@ def prompts_table(
         try:
             arrays.append(pa.array(columns[field.name], type=field.type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
-            raise V1ImportError(_bad_column(records, field, file, exc)) from None
+            raise V1ImportError(_bad_column(records, field, file, indices, exc)) from None
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _bad_column(records: Sequence[dict[str, Any]], field: pa.Field, file: Path | None, exc: Exception) -> str:
+def _bad_column(
+    records: Sequence[dict[str, Any]],
+    field: pa.Field,
+    file: Path | None,
+    indices: Sequence[int] | None,
+    exc: Exception,
+) -> str:
     """Find the first record whose value of ``field`` does not convert, for the error message."""
     where = str(file) if file else "v1 records"
-    for index, record in enumerate(records):
+    for position, record in enumerate(records):
+        index = indices[position] if indices is not None else position
         value = record.get(field.name)
         try:
             pa.array([value], type=field.type)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
             return f"{where} record {index}: column {field.name} has value {value!r:.80}, expected {field.type}"
     return f"{where}: column {field.name} cannot be converted to {field.type}: {exc}"
+
+
+@dataclass
+class ImportSummary:
+    """What an import wrote: per file, rows written and rows already present."""
+
+    out: str
+    files: int = 0
+    written: int = 0
+    skipped: int = 0
+    cells: dict[str, dict[str, Any]] | None = None
+
+
+def import_v1(path: str | Path, out: str | Path, cap: int = V1_CAP) -> ImportSummary:
+    """Import v1 results files into the castillo output ``out`` (resumable, idempotent).
+
+    Every file is validated before anything is written, so a bad file in a directory
+    fails the import cleanly instead of leaving half of it behind. Rows go through
+    :meth:`Store.write_part`, so the layout is exactly that of ``castillo run``; rows
+    whose prompt id the output already holds under the same import config are
+    skipped, so importing twice does not duplicate anything.
+    """
+    from castillo_core import __version__
+    from castillo_core.plan import config_hash
+    from castillo_core.schema import responses_schema
+    from castillo_core.store import Store
+
+    if cap < 2:
+        raise V1ImportError(f"--cap {cap}: the cap must be at least 2 tokens")
+    files = [read_file(p) for p in find_files(path)]
+    store = Store(out)
+    store.open()
+    manifest = store.read_manifest()
+    summary = ImportSummary(out=str(store.root), cells={})
+    empty_responses = responses_schema().empty_table()
+    for file in files:
+        summary.files += 1
+        for (model, dataset, sampling), indices in group_records(file):
+            config = import_config(model, dataset, file.split, sampling, cap)
+            cell_hash = config_hash(config)
+            done = store.finished(model, dataset).get(cell_hash, set())
+            todo = [i for i in indices if file.records[i]["prompt_id"] not in done]
+            seen: set[str] = set(done)
+            unique = []
+            for i in todo:  # a prompt listed twice in one file is imported once
+                pid = file.records[i]["prompt_id"]
+                if pid not in seen:
+                    seen.add(pid)
+                    unique.append(i)
+            summary.skipped += len(indices) - len(unique)
+            if unique:
+                records = [file.records[i] for i in unique]
+                table = prompts_table(records, file.split, cap, cell_hash, __version__, file.path, unique)
+                metadata = {
+                    "config_hash": cell_hash,
+                    "provenance": {
+                        "source": "castillo-v1",
+                        "file": file.path.name,
+                        "castillo_version": __version__,
+                        **config,
+                    },
+                }
+                store.write_part(model, dataset, cell_hash, table, empty_responses, metadata)
+                summary.written += len(unique)
+            entry = manifest["cells"].setdefault(cell_hash, {})
+            entry.update(
+                model=model,
+                model_id=model.replace("--", "/", 1),
+                dataset=dataset,
+                backend=V1_BACKEND,
+                config=config,
+                status="done",
+                source=str(file.path),
+                prompts_total=len(seen),
+                prompts_done=len(seen),
+            )
+            summary.cells[cell_hash] = entry
+    manifest.setdefault("imports", []).append(
+        {
+            "source": "castillo-v1",
+            "path": str(path),
+            "files": summary.files,
+            "written": summary.written,
+            "skipped": summary.skipped,
+            "cap": cap,
+        }
+    )
+    store.write_manifest(manifest)
+    return summary
