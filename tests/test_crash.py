@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -22,6 +23,9 @@ def _canonical(out: Path, table: str) -> list[dict]:
     for row in rows:
         row.pop("gen_time", None)
         row.pop("latency", None)
+        for key, value in row.items():
+            if isinstance(value, float) and math.isnan(value):
+                row[key] = "nan"  # NaN != NaN; a metric may legitimately produce it
     key = ("prompt_id", "sample_index") if table == "responses" else ("prompt_id",)
     return sorted(rows, key=lambda r: tuple(r[k] for k in key))
 
