@@ -64,6 +64,7 @@ def cli(debug: bool) -> None:
 
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="A TOML grid file.")
+@click.option("--preset", help="Start from a named preset (see `castillo list presets`), e.g. castillo-v1.")
 @click.option("--backend", help="Inference backend (see `castillo list backends`).")
 @click.option("--model", "models", multiple=True, help="Model id, path or alias; repeat for several.")
 @click.option("--revision", help="Model revision (commit, tag or branch).")
@@ -113,6 +114,10 @@ def cli(debug: bool) -> None:
     show_default=True,
     help="Write a part every this many responses (and at least every 30 s).",
 )
+@click.option("--dry-run", is_flag=True, help="Show the plan and its cost; load no model, write nothing.")
+@click.option("--estimate-from", type=click.Path(), help="A dataset whose mean lengths estimate the cost.")
+@click.option("--tokens-per-second", type=float, help="Throughput for the time estimate of --dry-run.")
+@click.option("--probe", is_flag=True, help="With --dry-run: measure tokens/s on the real backend first.")
 @click.pass_context
 def run(ctx: click.Context, **opts: Any) -> None:
     """Sample N completions per prompt for a grid of models x corpora and store them."""
@@ -131,10 +136,10 @@ def plugins(as_json: bool) -> None:
 
 
 @cli.command("list")
-@click.argument("kind", type=click.Choice(["backends", "corpora", "metrics"]))
+@click.argument("kind", type=click.Choice(["backends", "corpora", "metrics", "presets"]))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_(kind: str, as_json: bool) -> None:
-    """List backends, corpora or metrics."""
+    """List backends, corpora, metrics or presets."""
     from castillo_core.cli_info import show_list
 
     show_list(kind, as_json)

@@ -110,8 +110,25 @@ def metric_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def preset_rows() -> list[dict[str, Any]]:
+    rows = []
+    for entry in get_plugins().entries("preset"):
+        preset: Any = entry.cls
+        rows.append(
+            {
+                "name": entry.name,
+                "plugin": entry.plugin,
+                "description": preset.description,
+                "models": [m.get("model") for m in preset.models],
+                "corpora": [c.get("name") for c in preset.corpora],
+                "generation": preset.generation,
+            }
+        )
+    return rows
+
+
 def show_list(kind: str, as_json: bool) -> None:
-    rows = {"backends": backend_rows, "corpora": corpus_rows, "metrics": metric_rows}[kind]()
+    rows = {"backends": backend_rows, "corpora": corpus_rows, "metrics": metric_rows, "presets": preset_rows}[kind]()
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
@@ -128,6 +145,10 @@ def show_list(kind: str, as_json: bool) -> None:
         for r in rows:
             source = r["source"] + ("" if r["available"] else f" (needs {', '.join(r['missing'])})")
             table.add_row(r["name"], r["dataset"], source, str(r["size"]), r["license"], r["default_split"])
+    elif kind == "presets":
+        table = _table("presets", ["name", "models", "corpora", "description"])
+        for r in rows:
+            table.add_row(r["name"], str(len(r["models"])), ", ".join(str(c) for c in r["corpora"]), r["description"])
     else:
         table = _table("metrics", ["name", "status", "description"])
         for r in rows:

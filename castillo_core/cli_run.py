@@ -1,9 +1,15 @@
-"""``castillo run``: turn flags (and a grid file) into a run spec, run it, report."""
+"""``castillo run``: turn flags (over a grid file, over a preset) into a run spec, run it.
+
+Precedence, lowest first: a preset (``--preset``), a grid file (``--config``), flags.
+"""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
+
+import click
 
 from castillo_core.cli import _parse_kv
 from castillo_core.errors import ConfigError
@@ -22,23 +28,23 @@ _GENERATION_FLAGS = (
 )
 
 
-def build_spec_dict(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The run spec as a dict, and where it came from (for error messages)."""
-    from castillo_core.plan import read_grid_file
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Keys of ``over`` replace those of ``base``; ``generation`` tables merge key by key."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if key == "generation" and isinstance(value, dict):
+            out["generation"] = {**out.get("generation", {}), **value}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
-    where = "command line"
-    data: dict[str, Any] = {}
-    if opts.get("config_path"):
-        data = read_grid_file(opts["config_path"])
-        where = f"grid file {opts['config_path']}"
+
+def _apply_model_flags(data: dict[str, Any], opts: dict[str, Any], where: str) -> None:
     backend_options = _parse_kv(opts.get("backend_options") or (), "--backend-option")
-    corpus_options = _parse_kv(opts.get("corpus_options") or (), "--corpus-option")
-
-    if opts.get("models") or opts.get("backend"):
-        backend = opts.get("backend")
+    backend = opts.get("backend")
+    if opts.get("models"):
         if not backend:
             raise ConfigError("--model needs --backend (which backend runs the model?)")
-        models = list(opts.get("models") or ()) or [None]
         data["models"] = [
             {
                 "backend": backend,
@@ -47,14 +53,24 @@ def build_spec_dict(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
                 "dtype": opts.get("dtype"),
                 "options": backend_options,
             }
-            for m in models
+            for m in opts["models"]
         ]
-    elif backend_options or opts.get("dtype") or opts.get("revision"):
-        for entry in data.get("models", []):
-            entry.setdefault("options", {}).update(backend_options)
-            for key in ("dtype", "revision"):
-                if opts.get(key):
-                    entry[key] = opts[key]
+        return
+    if backend and not data.get("models"):
+        data["models"] = [{"backend": backend, "model": None}]
+    for entry in data.get("models", []):
+        if backend:
+            entry["backend"] = backend
+        entry.setdefault("options", {}).update(backend_options)
+        for key in ("dtype", "revision"):
+            if opts.get(key):
+                entry[key] = opts[key]
+        if not entry.get("backend"):
+            raise ConfigError(f"{where}: model {entry.get('model')!r} has no backend; pass --backend")
+
+
+def _apply_corpus_flags(data: dict[str, Any], opts: dict[str, Any]) -> None:
+    corpus_options = _parse_kv(opts.get("corpus_options") or (), "--corpus-option")
     if opts.get("corpora"):
         data["corpora"] = [
             {
@@ -67,15 +83,32 @@ def build_spec_dict(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
             }
             for c in opts["corpora"]
         ]
-    else:
-        for entry in data.get("corpora", []):
-            for key in ("source", "split", "limit", "sample_seed"):
-                if opts.get(key) is not None:
-                    entry[key] = opts[key]
-            entry.setdefault("options", {}).update(corpus_options)
-    if "models" not in data:
+        return
+    for entry in data.get("corpora", []):
+        for key in ("source", "split", "limit", "sample_seed"):
+            if opts.get(key) is not None:
+                entry[key] = opts[key]
+        entry.setdefault("options", {}).update(corpus_options)
+
+
+def build_spec_dict(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The run spec as a dict, and where it came from (for error messages)."""
+    from castillo_core.plan import read_grid_file
+    from castillo_core.plugins import get_plugins
+
+    where = "command line"
+    data: dict[str, Any] = {}
+    if opts.get("preset"):
+        data = get_plugins().preset(opts["preset"]).spec_dict()
+        where = f"preset {opts['preset']}"
+    if opts.get("config_path"):
+        data = _merge(data, read_grid_file(opts["config_path"]))
+        where = f"grid file {opts['config_path']}"
+    _apply_model_flags(data, opts, where)
+    _apply_corpus_flags(data, opts)
+    if not data.get("models"):
         raise ConfigError(f"{where}: no model given; pass --backend (and --model) or a [[models]] table")
-    if "corpora" not in data:
+    if not data.get("corpora"):
         raise ConfigError(f"{where}: no corpus given; pass --corpus NAME or a [[corpora]] table")
     generation = dict(data.get("generation") or {})
     for key in _GENERATION_FLAGS:
@@ -105,6 +138,11 @@ def execute(opts: dict[str, Any], argv: Sequence[str]) -> None:
     data, where = build_spec_dict(opts)
     spec = load_spec(data, where)
     plugins = get_plugins()
+    if opts.get("dry_run"):
+        from castillo_core.dryrun import show_plan
+
+        show_plan(Engine(spec, plugins), opts)
+        return
     if opts.get("log_json"):
         progress: Any = JsonProgress()
     elif opts.get("quiet"):
@@ -115,11 +153,23 @@ def execute(opts: dict[str, Any], argv: Sequence[str]) -> None:
     engine = Engine(
         spec, plugins, progress=progress, flush_responses=opts.get("flush_every") or 20_000, stop=stop, argv=argv
     )
+    _announce_defaults(engine)
     with progress, sigint_flushes(stop):
         summary = engine.run()
     if stop:
         raise Interrupted(f"interrupted; finished prompts are stored in {spec.out}")
     _report(summary, quiet=bool(opts.get("quiet") or opts.get("log_json")))
+
+
+def _announce_defaults(engine: Any) -> None:
+    """Say which model runs when none was given, before anything starts."""
+    seen = set()
+    for cell in engine.cells:
+        if cell.spec.model is None and cell.backend_cls.name not in seen:
+            seen.add(cell.backend_cls.name)
+            click.echo(
+                f"backend {cell.backend_cls.name}: no --model given, using its default model {cell.model_id}", err=True
+            )
 
 
 def _report(summary: Any, quiet: bool) -> None:

@@ -281,5 +281,35 @@ class Metric(_Described, ABC):
         return {}
 
 
-PluginKind = Literal["backend", "corpus", "metric"]
-CONTRACTS: dict[str, type] = {"backend": Backend, "corpus": Corpus, "metric": Metric}
+@dataclass(frozen=True)
+class Preset:
+    """A named run-spec fragment: models, corpora and generation settings.
+
+    ``castillo run --preset NAME`` starts from it; every option given on the command
+    line overrides the preset's. A model entry without a ``backend`` takes the one
+    given with ``--backend``. Registered as an instance (``register(Preset(...))``).
+    """
+
+    name: str
+    description: str = ""
+    models: tuple[dict[str, Any], ...] = ()
+    corpora: tuple[dict[str, Any], ...] = ()
+    generation: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+
+    def spec_dict(self) -> dict[str, Any]:
+        """The fragment as a run-spec dict (deep copies: callers may edit it)."""
+        import copy
+
+        data: dict[str, Any] = {}
+        if self.models:
+            data["models"] = copy.deepcopy(list(self.models))
+        if self.corpora:
+            data["corpora"] = copy.deepcopy(list(self.corpora))
+        if self.generation:
+            data["generation"] = dict(self.generation)
+        return data
+
+
+PluginKind = Literal["backend", "corpus", "metric", "preset"]
+CONTRACTS: dict[str, type] = {"backend": Backend, "corpus": Corpus, "metric": Metric, "preset": Preset}

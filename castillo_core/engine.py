@@ -19,13 +19,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from castillo_core.contracts import Backend, Metric, MetricContext, ModelInfo
+from castillo_core.contracts import Backend, Corpus, Metric, MetricContext, ModelInfo
 from castillo_core.errors import BackendError, CastilloError, ConfigChangedError, CorpusError, Interrupted
 from castillo_core.ids import prompt_seed
 from castillo_core.plan import Cell, RunSpec, describe_difference, expand
 from castillo_core.plugins import Plugins
 from castillo_core.progress import Progress
-from castillo_core.records import GenerationRequest, Prompt, PromptResult, Rejection, SamplingSettings
+from castillo_core.records import (
+    CorpusSelection,
+    GenerationRequest,
+    Prompt,
+    PromptResult,
+    Rejection,
+    SamplingSettings,
+)
 from castillo_core.rows import CellContext, Finished, build_tables, metric_columns
 from castillo_core.store import Store
 
@@ -110,35 +117,40 @@ def sigint_flushes(flag: StopFlag) -> Iterator[None]:
 
 
 def load_prompts(cell: Cell) -> PromptSet:
-    """Read a cell's prompts: rejections kept, duplicates merged and counted, limit applied."""
-    corpus = cell.corpus()
+    """Read a cell's prompts (see :func:`select_prompts`)."""
+    return select_prompts(cell.corpus_cls, cell.selection)
+
+
+def select_prompts(corpus_cls: type[Corpus], selection: CorpusSelection) -> PromptSet:
+    """Read a selection's prompts: rejections kept, duplicates merged and counted, limit applied."""
+    corpus = corpus_cls(selection)
     prompts: list[Prompt] = []
     rejections: list[Rejection] = []
-    seen: dict[str, int] = {}
+    seen: set[str] = set()
     duplicates: Counter[str] = Counter()
-    limit = cell.selection.limit
+    limit = selection.limit
     try:
         for item in corpus.iter_prompts():
             if isinstance(item, Rejection):
                 rejections.append(item)
                 continue
             if not isinstance(item, Prompt):
-                raise CorpusError(f"corpus {cell.corpus_cls.name} yielded {type(item).__name__}, not a Prompt")
+                raise CorpusError(f"corpus {corpus_cls.name} yielded {type(item).__name__}, not a Prompt")
             if item.prompt_id in seen:
                 duplicates[item.prompt_id] += 1
                 continue
             if limit is not None and len(prompts) >= limit:
                 break
-            seen[item.prompt_id] = len(prompts)
+            seen.add(item.prompt_id)
             prompts.append(item)
     except CastilloError:
         raise
     except Exception as exc:  # a corpus bug must still name the corpus
-        raise CorpusError(f"corpus {cell.corpus_cls.name} failed while reading prompts: {exc}") from exc
-    if rejections and cell.selection.strict:
+        raise CorpusError(f"corpus {corpus_cls.name} failed while reading prompts: {exc}") from exc
+    if rejections and selection.strict:
         first = rejections[0]
         raise CorpusError(
-            f"corpus {cell.corpus_cls.name}: {len(rejections)} record(s) rejected (--strict); first: "
+            f"corpus {corpus_cls.name}: {len(rejections)} record(s) rejected (--strict); first: "
             f"{first.source} record {first.index}: {first.reason}"
         )
     return PromptSet(prompts, rejections, dict(duplicates))

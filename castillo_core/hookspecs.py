@@ -31,5 +31,10 @@ def castillo_register_metrics(register: Any) -> None:
 
 
 @hookspec
+def castillo_register_presets(register: Any) -> None:
+    """Call ``register(Preset(...))`` for each named run preset the plugin provides."""
+
+
+@hookspec
 def castillo_register_commands(cli: Any) -> None:
     """Add subcommands to the ``castillo`` click group ``cli``."""

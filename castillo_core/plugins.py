@@ -29,7 +29,7 @@ from typing import Any
 import pluggy
 
 from castillo_core import hookspecs
-from castillo_core.contracts import CONTRACTS, Backend, Corpus, Metric
+from castillo_core.contracts import CONTRACTS, Backend, Corpus, Metric, Preset
 from castillo_core.errors import PluginError, UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ _KIND_HOOKS = {
     "backend": "castillo_register_backends",
     "corpus": "castillo_register_corpora",
     "metric": "castillo_register_metrics",
+    "preset": "castillo_register_presets",
 }
 _BUILTINS = ("castillo_core.testing",)
 
@@ -73,13 +74,14 @@ class Registered:
 
     kind: str
     name: str
-    cls: type
+    cls: Any  # the registered class (a Preset instance for presets)
     plugin: str
     distribution: str
     aliases: tuple[str, ...] = ()
 
     def missing(self) -> list[str]:
-        return self.cls.missing()  # type: ignore[attr-defined,no-any-return]
+        missing = getattr(self.cls, "missing", None)
+        return missing() if callable(missing) else []
 
     @property
     def available(self) -> bool:
@@ -207,6 +209,14 @@ class Plugins:
 
     def _register(self, kind: str, cls: object, record: PluginRecord) -> None:
         contract = CONTRACTS[kind]
+        if kind == "preset":
+            if not isinstance(cls, Preset):
+                raise PluginError(
+                    f"plugin {record.name} registered {cls!r} as a preset, but it is not a "
+                    f"castillo_core.Preset instance"
+                )
+            self._add_entry(kind, cls.name, cls, (), record)
+            return
         if not (inspect.isclass(cls) and issubclass(cls, contract)):
             raise PluginError(
                 f"plugin {record.name} registered {cls!r} as a {kind}, but it is not a subclass of "
@@ -221,6 +231,9 @@ class Plugins:
         aliases = tuple(getattr(cls, "aliases", ()) or ())
         if kind == "corpus":
             aliases = tuple(dict.fromkeys((*aliases, getattr(cls, "dataset", name))))
+        self._add_entry(kind, name, cls, aliases, record)
+
+    def _add_entry(self, kind: str, name: str, obj: Any, aliases: tuple[str, ...], record: PluginRecord) -> None:
         entries = self._entries[kind]
         for key in (name, *aliases):
             other = entries.get(key)
@@ -231,7 +244,7 @@ class Plugins:
                     f"(distribution {record.distribution}); uninstall one or disable it with "
                     f"CASTILLO_DISABLE_PLUGINS"
                 )
-        entry = Registered(kind, name, cls, record.name, record.distribution, aliases)
+        entry = Registered(kind, name, obj, record.name, record.distribution, aliases)
         for key in (name, *aliases):
             entries.setdefault(key, entry)
         record.provides.append(f"{kind}:{name}")
@@ -270,6 +283,9 @@ class Plugins:
 
     def metric(self, name: str) -> type[Metric]:
         return self.get("metric", name).cls  # type: ignore[return-value]
+
+    def preset(self, name: str) -> Preset:
+        return self.get("preset", name).cls  # type: ignore[return-value]
 
     def register_commands(self, cli: Any) -> None:
         """Let each plugin add its CLI commands; a failing plugin is recorded, not fatal."""

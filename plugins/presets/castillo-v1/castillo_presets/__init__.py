@@ -1,0 +1,1 @@
+"""castillo's built-in run presets."""
