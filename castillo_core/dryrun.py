@@ -156,9 +156,13 @@ def show_plan(engine: Any, opts: dict[str, Any]) -> None:
             seconds,
         )
     console.print(table)
+    errors: dict[tuple[str, str], list[str]] = {}
     for r in rows:
         if r.get("error"):
-            console.print(f"{r['model']} x {r['dataset']}: not runnable: {r['error']}", style="yellow", markup=False)
+            errors.setdefault((r["dataset"], r["error"]), []).append(r["model"])
+    for (dataset, error), models in errors.items():
+        who = models[0] if len(models) == 1 else f"{len(models)} models"
+        console.print(f"{dataset} ({who}): not runnable: {error}", style="yellow", markup=False)
     line = f"total: {total_samples:,.0f} completions, about {total_tokens:,.0f} generated tokens"
     if tps:
         line += (
