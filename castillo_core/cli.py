@@ -102,6 +102,14 @@ def cli(debug: bool) -> None:
 )
 @click.option("--metric", "metrics", multiple=True, help="Metric to apply (default: every installed one).")
 @click.option("--no-metrics", is_flag=True, help="Apply no metric plugins.")
+@click.option(
+    "-M",
+    "--metric-option",
+    "metric_options",
+    multiple=True,
+    metavar="METRIC.KEY=VALUE",
+    help="An option of one metric, e.g. degeneration.compression_threshold=0.2; repeatable.",
+)
 @click.option("--out", help="Output directory (default runs/castillo). Re-running resumes.")
 @click.option("--no-text", is_flag=True, help="Do not keep response texts in the responses table.")
 @click.option("--strict", is_flag=True, help="Fail when a corpus rejects any record.")

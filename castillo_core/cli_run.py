@@ -121,6 +121,11 @@ def build_spec_dict(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
         data["metrics"] = []
     elif opts.get("metrics"):
         data["metrics"] = list(opts["metrics"])
+    for key, value in _parse_kv(opts.get("metric_options") or (), "--metric-option").items():
+        metric, _, option = key.partition(".")
+        if not option:
+            raise ConfigError(f"--metric-option {key}={value}: expected METRIC.KEY=VALUE")
+        data.setdefault("metric_options", {}).setdefault(metric, {})[option] = value
     if opts.get("no_text"):
         data["keep_text"] = False
     if opts.get("strict"):

@@ -402,7 +402,14 @@ class Engine:
                 f"{gen.max_prompt_tokens} tokens (flagged in prompt_truncated)",
                 "warning",
             )
-        metrics = [cls(MetricContext(max_new_tokens=gen.max_new_tokens, n=gen.n)) for cls in self.metric_classes]
+        metrics = [
+            cls(
+                MetricContext(
+                    max_new_tokens=gen.max_new_tokens, n=gen.n, options=self.spec.metric_options.get(cls.name, {})
+                )
+            )
+            for cls in self.metric_classes
+        ]
         ctx = CellContext(
             model=cell.model,
             dataset=cell.dataset,

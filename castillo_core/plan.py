@@ -69,6 +69,7 @@ class RunSpec(BaseModel):
     corpora: list[CorpusEntry] = Field(min_length=1)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     metrics: list[str] | None = None
+    metric_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     keep_text: bool = True
     strict: bool = False
 

@@ -192,5 +192,6 @@ def _table(columns: dict[str, Any], schema: pa.Schema) -> pa.Table:
     arrays = []
     for f in schema:
         value = columns[f.name]
-        arrays.append(value if isinstance(value, pa.Array) else pa.array(value, type=f.type))
+        # from_pandas: a metric's NaN ("not computed") is stored as null, not as NaN
+        arrays.append(value if isinstance(value, pa.Array) else pa.array(value, type=f.type, from_pandas=True))
     return pa.Table.from_arrays(arrays, schema=schema)

@@ -245,3 +245,42 @@ def test_register_validates_the_contract() -> None:
     assert "does not implement generate, render, sampling" in (record.error or "")
     with pytest.raises(UnknownNameError):
         plugins.backend("incomplete")
+
+
+class _Scaled(Metric):
+    """Writes its run option into a column, proving options reach the metric."""
+
+    name = "scaled"
+
+    def response_columns(self) -> list[Column]:
+        return [Column("scaled_tokens", "float64")]
+
+    def score(self, batch):  # type: ignore[no-untyped-def]
+        factor = float(self.context.options.get("factor", 1.0))
+        values = batch.output_tokens * factor
+        values[0] = float("nan")  # "not computed" is stored as null
+        return {"scaled_tokens": values}
+
+
+class _ScaledPlugin:
+    @hookimpl
+    def castillo_register_metrics(self, register) -> None:  # type: ignore[no-untyped-def]
+        register(_Scaled)
+
+
+def test_metric_options_reach_the_metric_and_nan_is_stored_as_null(castillo_plugin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from castillo_core.cli_run import build_spec_dict
+    from castillo_core.dataset import read_table
+    from castillo_core.engine import Engine
+    from castillo_core.plan import load_spec
+
+    plugins = castillo_plugin(_ScaledPlugin(), name="scaled-plugin")
+    data, where = build_spec_dict({"backend": "fake", "corpora": ("tiny",), "limit": 2, "n": 3,
+                                   "out": str(tmp_path / "o"), "metrics": ("scaled",),
+                                   "metric_options": ("scaled.factor=0.5",)})
+    Engine(load_spec(data, where), plugins).run()
+    responses = read_table(tmp_path / "o", "responses")
+    scaled = responses.column("scaled_tokens").to_pylist()
+    tokens = responses.column("output_tokens").to_pylist()
+    assert responses.column("scaled_tokens").null_count >= 1
+    assert all(s == t * 0.5 for s, t in zip(scaled, tokens, strict=True) if s is not None)
