@@ -144,7 +144,7 @@ def plugins(as_json: bool) -> None:
 
 
 @cli.command("list")
-@click.argument("kind", type=click.Choice(["backends", "corpora", "metrics", "presets"]))
+@click.argument("kind", type=click.Choice(["backends", "corpora", "metrics", "presets", "predictors"]))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_(kind: str, as_json: bool) -> None:
     """List backends, corpora, metrics or presets."""

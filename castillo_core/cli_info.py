@@ -94,9 +94,10 @@ def corpus_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def metric_rows() -> list[dict[str, Any]]:
+def metric_rows(kind: str = "metric") -> list[dict[str, Any]]:
+    """Rows for kinds described only by name, availability and description."""
     rows = []
-    for entry in get_plugins().entries("metric"):
+    for entry in get_plugins().entries(kind):
         cls: Any = entry.cls
         rows.append(
             {
@@ -128,7 +129,13 @@ def preset_rows() -> list[dict[str, Any]]:
 
 
 def show_list(kind: str, as_json: bool) -> None:
-    rows = {"backends": backend_rows, "corpora": corpus_rows, "metrics": metric_rows, "presets": preset_rows}[kind]()
+    rows = {
+        "backends": backend_rows,
+        "corpora": corpus_rows,
+        "metrics": metric_rows,
+        "presets": preset_rows,
+        "predictors": lambda: metric_rows("predictor"),
+    }[kind]()
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
@@ -150,7 +157,7 @@ def show_list(kind: str, as_json: bool) -> None:
         for r in rows:
             table.add_row(r["name"], str(len(r["models"])), ", ".join(str(c) for c in r["corpora"]), r["description"])
     else:
-        table = _table("metrics", ["name", "status", "description"])
+        table = _table(kind, ["name", "status", "description"])
         for r in rows:
             table.add_row(
                 r["name"], "available" if r["available"] else f"missing {', '.join(r['missing'])}", r["description"]

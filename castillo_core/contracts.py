@@ -281,6 +281,27 @@ class Metric(_Described, ABC):
         return {}
 
 
+class Predictor(_Described, ABC):
+    """A response-length predictor: learns one per-prompt target from prompt features.
+
+    ``fit`` and ``predict`` see rows of the prompts table (``prompt_text``, ``model``,
+    ``dataset``, ``input_size``, ``category``, ...) as a pyarrow Table; the target is
+    one number per row (mean length, p50, p99, ...). Bucket targets are predicted as
+    numbers and bucketed by the caller, so every predictor serves every target.
+    """
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        self.options = dict(options or {})
+
+    @abstractmethod
+    def fit(self, rows: Any, target: np.ndarray) -> None:
+        """Learn from the prompts-table rows ``rows`` (a pyarrow Table) and their targets."""
+
+    @abstractmethod
+    def predict(self, rows: Any) -> np.ndarray:
+        """One predicted value per row of ``rows``."""
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named run-spec fragment: models, corpora and generation settings.
@@ -311,5 +332,11 @@ class Preset:
         return data
 
 
-PluginKind = Literal["backend", "corpus", "metric", "preset"]
-CONTRACTS: dict[str, type] = {"backend": Backend, "corpus": Corpus, "metric": Metric, "preset": Preset}
+PluginKind = Literal["backend", "corpus", "metric", "preset", "predictor"]
+CONTRACTS: dict[str, type] = {
+    "backend": Backend,
+    "corpus": Corpus,
+    "metric": Metric,
+    "preset": Preset,
+    "predictor": Predictor,
+}

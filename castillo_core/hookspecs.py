@@ -36,5 +36,10 @@ def castillo_register_presets(register: Any) -> None:
 
 
 @hookspec
+def castillo_register_predictors(register: Any) -> None:
+    """Call ``register(PredictorClass)`` for each response-length predictor the plugin provides."""
+
+
+@hookspec
 def castillo_register_commands(cli: Any) -> None:
     """Add subcommands to the ``castillo`` click group ``cli``."""

@@ -29,7 +29,7 @@ from typing import Any
 import pluggy
 
 from castillo_core import hookspecs
-from castillo_core.contracts import CONTRACTS, Backend, Corpus, Metric, Preset
+from castillo_core.contracts import CONTRACTS, Backend, Corpus, Metric, Predictor, Preset
 from castillo_core.errors import PluginError, UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ _KIND_HOOKS = {
     "corpus": "castillo_register_corpora",
     "metric": "castillo_register_metrics",
     "preset": "castillo_register_presets",
+    "predictor": "castillo_register_predictors",
 }
 _BUILTINS = ("castillo_core.testing",)
 
@@ -283,6 +284,9 @@ class Plugins:
 
     def metric(self, name: str) -> type[Metric]:
         return self.get("metric", name).cls  # type: ignore[return-value]
+
+    def predictor(self, name: str) -> type[Predictor]:
+        return self.get("predictor", name).cls  # type: ignore[no-any-return]
 
     def preset(self, name: str) -> Preset:
         return self.get("preset", name).cls  # type: ignore[return-value]
