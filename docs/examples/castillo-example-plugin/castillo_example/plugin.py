@@ -13,6 +13,8 @@ import numpy as np
 
 from castillo_core import Column, Corpus, Metric, Prompt, Rejection, ResponseBatch, hookimpl
 
+_DROP_DIGITS = str.maketrans("", "", "0123456789")
+
 PROVERBS = (
     "Explain the proverb 'a stitch in time saves nine'.",
     "Explain the proverb 'the early bird catches the worm'.",
@@ -50,7 +52,8 @@ class DigitsMetric(Metric):
         return [Column("digit_share_max", "float64", "largest digit_share among the prompt's responses")]
 
     def score(self, batch: ResponseBatch) -> dict[str, Any]:
-        shares = [sum(ch.isdigit() for ch in text) / len(text) if text else 0.0 for text in batch.texts]
+        # str.translate runs in C: deleting the digits and comparing lengths counts them
+        shares = [(len(t) - len(t.translate(_DROP_DIGITS))) / len(t) if t else 0.0 for t in batch.texts]
         return {"digit_share": np.asarray(shares, dtype=np.float64)}
 
     def aggregate(self, batch: ResponseBatch) -> dict[str, Any]:
