@@ -82,7 +82,11 @@ def child(mode: str, out: str, prompts: int, n: int, metrics: str) -> None:
 def _measure(mode: str, out: str, prompts: int, n: int, metrics: str) -> dict:
     proc = subprocess.run(
         [sys.executable, __file__, "--child", mode, out, str(prompts), str(n), metrics],
-        capture_output=True, text=True, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -112,9 +116,13 @@ def main() -> None:
             full = _measure("engine", str(tmp / f"run{i}"), args.prompts, args.n, args.metrics)
             rows.append((bare, full))
             shutil.rmtree(tmp / f"run{i}", ignore_errors=True)
-        print(f"engine overhead: {args.prompts:,} prompts x {args.n} samples, metrics: "
-              f"{', '.join(rows[0][1]['metrics']) or 'none'}")
-        print(f"{'repeat':>6} {'bare backend resp/s':>20} {'engine resp/s':>14} {'engine/bare':>12} {'peak RSS MB':>12}")
+        print(
+            f"engine overhead: {args.prompts:,} prompts x {args.n} samples, metrics: "
+            f"{', '.join(rows[0][1]['metrics']) or 'none'}"
+        )
+        print(
+            f"{'repeat':>6} {'bare backend resp/s':>20} {'engine resp/s':>14} {'engine/bare':>12} {'peak RSS MB':>12}"
+        )
         for i, (bare, full) in enumerate(rows):
             b = bare["responses"] / bare["seconds"]
             f = full["responses"] / full["seconds"]
@@ -126,12 +134,16 @@ def main() -> None:
         store = str(tmp / "resume")
         build = _measure("engine", store, resume_prompts, args.n, "")
         again = _measure("engine", store, resume_prompts, args.n, "")
-        print(f"resume over a finished store of {build['responses']:,} responses "
-              f"(built at {build['responses'] / build['seconds']:,.0f} resp/s, no metrics): "
-              f"{again['seconds']:.2f} s, {again['responses']} new responses")
+        print(
+            f"resume over a finished store of {build['responses']:,} responses "
+            f"(built at {build['responses'] / build['seconds']:,.0f} resp/s, no metrics): "
+            f"{again['seconds']:.2f} s, {again['responses']} new responses"
+        )
         print(f"peak RSS of the engine process: {peak:.0f} MB")
-        print(f"RESULT engine_overhead {best:,.0f} responses/s (goal >= 50,000 responses/s, RSS < 500 MB, "
-              f"resume {again['seconds']:.2f} s < 2 s)")
+        print(
+            f"RESULT engine_overhead {best:,.0f} responses/s (goal >= 50,000 responses/s, RSS < 500 MB, "
+            f"resume {again['seconds']:.2f} s < 2 s)"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -15,15 +15,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def castillo(*args: str, env: dict[str, str] | None = None, check: bool = True,
-             timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def castillo(
+    *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real `castillo` command in a subprocess and return what it printed."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env.setdefault("COLUMNS", "200")
     proc = subprocess.run(
         [sys.executable, "-m", "castillo_core.cli", *args],
-        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=cwd,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"castillo {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")

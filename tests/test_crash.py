@@ -14,8 +14,24 @@ from pathlib import Path
 from castillo_core.dataset import read_table
 from tests.helpers import castillo
 
-ARGS = ("run", "--backend", "fake", "--corpus", "tiny", "-C", "size=150", "-n", "4", "--seed", "11",
-        "--max-new-tokens", "80", "--quiet", "--flush-every", "8")
+ARGS = (
+    "run",
+    "--backend",
+    "fake",
+    "--corpus",
+    "tiny",
+    "-C",
+    "size=150",
+    "-n",
+    "4",
+    "--seed",
+    "11",
+    "--max-new-tokens",
+    "80",
+    "--quiet",
+    "--flush-every",
+    "8",
+)
 
 
 def _canonical(out: Path, table: str) -> list[dict]:
@@ -40,7 +56,9 @@ def test_sigkill_at_random_points_then_resume_matches_uninterrupted_run(tmp_path
     for _ in range(4):
         proc = subprocess.Popen(
             [sys.executable, "-m", "castillo_core.cli", *ARGS, "-B", "delay=0.02", "--out", str(out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=dict(os.environ),
         )
         time.sleep(rng.uniform(1.2, 3.5))
         if proc.poll() is None:

@@ -113,8 +113,7 @@ def test_bad_options_and_grid_files_name_the_culprit(tmp_path: Path) -> None:
     proc = castillo("run", "--config", str(grid), "--out", str(tmp_path / "o"), check=False)
     assert proc.returncode == 2
     assert f"grid file {grid}: key corpora.0.limt" in proc.stderr
-    grid.write_text('[[models]]\nbackend = "fake"\n[[corpora]]\nname = "tiny"\nlimit = 3\n'
-                    '[generation]\nn = 0\n')
+    grid.write_text('[[models]]\nbackend = "fake"\n[[corpora]]\nname = "tiny"\nlimit = 3\n[generation]\nn = 0\n')
     proc = castillo("run", "--config", str(grid), "--out", str(tmp_path / "o"), check=False)
     assert "key generation.n" in proc.stderr
 
@@ -124,7 +123,7 @@ def test_grid_file_runs_models_x_corpora(tmp_path: Path) -> None:
     out = tmp_path / "out"
     grid.write_text(
         f'out = "{out}"\n'
-        '[generation]\nn = 3\nmax_new_tokens = 50\n'
+        "[generation]\nn = 3\nmax_new_tokens = 50\n"
         '[[models]]\nbackend = "fake"\nmodel = "acme/small"\n'
         '[[models]]\nbackend = "fake"\nmodel = "acme/large"\noptions = { mean_tokens = 30 }\n'
         '[[corpora]]\nname = "tiny"\nlimit = 4\n'
@@ -133,8 +132,12 @@ def test_grid_file_runs_models_x_corpora(tmp_path: Path) -> None:
     castillo("run", "--config", str(grid), "--quiet")
     summary = json.loads(castillo("show", str(out), "--json").stdout)
     cells = {(r["model"], r["dataset"]): r["prompts"] for r in summary}
-    assert cells == {("acme--small", "Tiny"): 4, ("acme--small", "Proverbs"): 5,
-                     ("acme--large", "Tiny"): 4, ("acme--large", "Proverbs"): 5}
+    assert cells == {
+        ("acme--small", "Tiny"): 4,
+        ("acme--small", "Proverbs"): 5,
+        ("acme--large", "Tiny"): 4,
+        ("acme--large", "Proverbs"): 5,
+    }
     means = {(r["model"], r["dataset"]): r["mean_length"] for r in summary}
     assert means[("acme--large", "Tiny")] < means[("acme--small", "Tiny")]
 
@@ -178,8 +181,13 @@ def test_backend_failure_keeps_finished_prompts_and_resumes(tmp_path: Path) -> N
 def test_sigint_flushes_and_exits_130(tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = [*RUN, "-B", "delay=0.05", "-C", "size=400", "--flush-every", "1000000", "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "castillo_core.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "castillo_core.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     time.sleep(3.0)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)

@@ -17,8 +17,23 @@ def test_preset_lists_and_command_line_overrides_it(tmp_path: Path) -> None:
     assert len(v1["models"]) == 13 and len(v1["corpora"]) == 7
     assert v1["generation"]["max_new_tokens"] == 15_000
     out = tmp_path / "out"
-    proc = castillo("run", "--preset", "castillo-v1", "--backend", "fake", "--corpus", "tiny", "--limit", "2",
-                    "--max-new-tokens", "40", "--dry-run", "--log-json", "--out", str(out))
+    proc = castillo(
+        "run",
+        "--preset",
+        "castillo-v1",
+        "--backend",
+        "fake",
+        "--corpus",
+        "tiny",
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "40",
+        "--dry-run",
+        "--log-json",
+        "--out",
+        str(out),
+    )
     plan = json.loads(proc.stdout)
     assert len(plan["cells"]) == 13
     assert {c["max_new_tokens"] for c in plan["cells"]} == {40}
@@ -28,8 +43,9 @@ def test_preset_lists_and_command_line_overrides_it(tmp_path: Path) -> None:
 
 
 def test_preset_without_backend_says_what_to_pass(tmp_path: Path) -> None:
-    proc = castillo("run", "--preset", "castillo-v1", "--corpus", "tiny", "--dry-run", "--out", str(tmp_path / "o"),
-                    check=False)
+    proc = castillo(
+        "run", "--preset", "castillo-v1", "--corpus", "tiny", "--dry-run", "--out", str(tmp_path / "o"), check=False
+    )
     assert proc.returncode == 2 and "pass --backend" in proc.stderr
 
 
@@ -37,8 +53,9 @@ def test_dry_run_counts_what_is_left_and_estimates(tmp_path: Path) -> None:
     out = tmp_path / "out"
     base = ("run", "--backend", "fake", "--corpus", "tiny", "-n", "4", "--out", str(out))
     castillo(*base, "--limit", "5", "--quiet")
-    plan = json.loads(castillo(*base, "--dry-run", "--log-json", "--estimate-from", str(out),
-                               "--tokens-per-second", "50").stdout)
+    plan = json.loads(
+        castillo(*base, "--dry-run", "--log-json", "--estimate-from", str(out), "--tokens-per-second", "50").stdout
+    )
     (cell,) = plan["cells"]
     assert cell["prompts"] == 12 and cell["done"] == 5 and cell["remaining"] == 7 and cell["samples"] == 28
     assert cell["estimate_basis"] == "model x dataset"
@@ -49,8 +66,9 @@ def test_dry_run_counts_what_is_left_and_estimates(tmp_path: Path) -> None:
 
 
 def test_no_model_uses_the_backend_default_and_says_so(tmp_path: Path) -> None:
-    proc = castillo("run", "--backend", "fake", "--corpus", "tiny", "--limit", "1", "--quiet", "--out",
-                    str(tmp_path / "o"))
+    proc = castillo(
+        "run", "--backend", "fake", "--corpus", "tiny", "--limit", "1", "--quiet", "--out", str(tmp_path / "o")
+    )
     assert "using its default model fake/model" in proc.stderr
 
 
@@ -69,7 +87,8 @@ def test_prompts_shows_what_a_run_would_send(tmp_path: Path) -> None:
 def test_install_registers_a_local_plugin_package_and_uninstall_removes_it(tmp_path: Path) -> None:
     package = tmp_path / "castillo-limerick"
     (package / "castillo_limerick").mkdir(parents=True)
-    (package / "pyproject.toml").write_text(textwrap.dedent("""
+    (package / "pyproject.toml").write_text(
+        textwrap.dedent("""
         [build-system]
         requires = ["setuptools>=68"]
         build-backend = "setuptools.build_meta"
@@ -80,8 +99,10 @@ def test_install_registers_a_local_plugin_package_and_uninstall_removes_it(tmp_p
         limerick = "castillo_limerick"
         [tool.setuptools]
         packages = ["castillo_limerick"]
-    """))
-    (package / "castillo_limerick" / "__init__.py").write_text(textwrap.dedent("""
+    """)
+    )
+    (package / "castillo_limerick" / "__init__.py").write_text(
+        textwrap.dedent("""
         from castillo_core import Corpus, Prompt, hookimpl
 
         class Limerick(Corpus):
@@ -93,7 +114,8 @@ def test_install_registers_a_local_plugin_package_and_uninstall_removes_it(tmp_p
         @hookimpl
         def castillo_register_corpora(register):
             register(Limerick)
-    """))
+    """)
+    )
     try:
         proc = castillo("install", str(package))
         assert "plugin limerick (castillo-limerick 0.2.0, loaded): corpus:limerick" in proc.stdout

@@ -11,8 +11,14 @@ from tests.helpers import castillo
 
 pytestmark = pytest.mark.shared
 
-V1_NAMES = {"alpaca": "Alpaca", "dolly": "DollyDataset", "sharegpt": "ShareGPT", "mbpp": "Mbpp",
-            "ds1000": "DS1000", "bigcodebench": "BigCodeBench"}
+V1_NAMES = {
+    "alpaca": "Alpaca",
+    "dolly": "DollyDataset",
+    "sharegpt": "ShareGPT",
+    "mbpp": "Mbpp",
+    "ds1000": "DS1000",
+    "bigcodebench": "BigCodeBench",
+}
 
 
 def _v1_ids(shared: Path, dataset: str) -> set[str]:
@@ -28,9 +34,25 @@ def test_v1_preset_dry_run_plans_13_x_6_cells_with_an_estimate(shared_v1: Path, 
     corpora = shared_v1 / "corpora"
     backends = {r["name"] for r in json.loads(castillo("list", "backends", "--json").stdout)}
     backend = "vllm" if "vllm" in backends else "fake"
-    proc = castillo("run", "--preset", "castillo-v1", "--backend", backend, "--dry-run", "--log-json",
-                    "--source", str(corpora), "--split", "test", "--estimate-from", str(imported),
-                    "--tokens-per-second", "2000", "--out", str(tmp_path / "planned"))
+    proc = castillo(
+        "run",
+        "--preset",
+        "castillo-v1",
+        "--backend",
+        backend,
+        "--dry-run",
+        "--log-json",
+        "--source",
+        str(corpora),
+        "--split",
+        "test",
+        "--estimate-from",
+        str(imported),
+        "--tokens-per-second",
+        "2000",
+        "--out",
+        str(tmp_path / "planned"),
+    )
     cells = json.loads(proc.stdout)["cells"]
     assert len(cells) == 13 * 7
     runnable = [c for c in cells if not c.get("error")]
@@ -45,8 +67,20 @@ def test_v1_preset_dry_run_plans_13_x_6_cells_with_an_estimate(shared_v1: Path, 
         assert cell["estimate_basis"] == "model x dataset"
         assert cell["expected_tokens"] > 0 and cell["expected_seconds"] > 0
     assert not (tmp_path / "planned").exists()
-    table = castillo("run", "--preset", "castillo-v1", "--backend", backend, "--dry-run", "--source", str(corpora),
-                     "--split", "test", "--out", str(tmp_path / "planned")).stdout
+    table = castillo(
+        "run",
+        "--preset",
+        "castillo-v1",
+        "--backend",
+        backend,
+        "--dry-run",
+        "--source",
+        str(corpora),
+        "--split",
+        "test",
+        "--out",
+        str(tmp_path / "planned"),
+    ).stdout
     assert "Apps (13 models): not runnable" in table
 
 

@@ -78,8 +78,20 @@ def test_installed_example_package_is_discovered_and_runs(tmp_path: Path) -> Non
     assert example["status"] == "loaded"
     assert set(example["provides"]) == {"corpus:proverbs", "metric:digits"}
     out = tmp_path / "out"
-    castillo("run", "--backend", "fake", "--corpus", "proverbs", "-n", "3", "--out", str(out), "--quiet",
-             "--metric", "digits")
+    castillo(
+        "run",
+        "--backend",
+        "fake",
+        "--corpus",
+        "proverbs",
+        "-n",
+        "3",
+        "--out",
+        str(out),
+        "--quiet",
+        "--metric",
+        "digits",
+    )
     import pyarrow.parquet as pq
 
     prompts = pq.read_table(next((out / "prompts").rglob("part-*.parquet")))
@@ -101,8 +113,9 @@ def test_plugin_broken_on_import_is_recorded_and_others_keep_working(tmp_path: P
     assert records["haiku"]["status"] == "loaded"
     table = castillo("plugins", env=env).stdout
     assert "failed" in table and "broken on purpose" in table
-    run = castillo("run", "--backend", "fake", "--corpus", "haiku", "-n", "2", "--out", str(tmp_path / "o"),
-                   "--quiet", env=env)
+    run = castillo(
+        "run", "--backend", "fake", "--corpus", "haiku", "-n", "2", "--out", str(tmp_path / "o"), "--quiet", env=env
+    )
     assert "Haiku\tdone\tprompts=1" in run.stdout
 
 
@@ -131,8 +144,17 @@ def test_allow_and_block_lists(tmp_path: Path) -> None:
     assert none["castillo_core.testing"]["status"] == "builtin"
     blocked = _plugins_json({**env, "CASTILLO_DISABLE_PLUGINS": "haiku,example"})
     assert blocked["haiku"]["status"] == "disabled" and blocked["example"]["status"] == "disabled"
-    proc = castillo("run", "--backend", "fake", "--corpus", "haiku", "--out", str(tmp_path / "o"),
-                    env={**env, "CASTILLO_DISABLE_PLUGINS": "haiku"}, check=False)
+    proc = castillo(
+        "run",
+        "--backend",
+        "fake",
+        "--corpus",
+        "haiku",
+        "--out",
+        str(tmp_path / "o"),
+        env={**env, "CASTILLO_DISABLE_PLUGINS": "haiku"},
+        check=False,
+    )
     assert proc.returncode == 2
     assert "unknown corpus 'haiku'" in proc.stderr
 
@@ -174,8 +196,19 @@ def test_listing_backends_does_not_import_heavy_libraries(tmp_path: Path) -> Non
 
 def test_using_an_unavailable_backend_says_how_to_install(tmp_path: Path) -> None:
     root = make_distribution(tmp_path / "site", "castillo-heavy", "heavy", "castillo_heavy", HEAVY_BACKEND)
-    proc = castillo("run", "--backend", "heavy", "--model", "m", "--corpus", "tiny", "--out", str(tmp_path / "o"),
-                    env=_pythonpath(root), check=False)
+    proc = castillo(
+        "run",
+        "--backend",
+        "heavy",
+        "--model",
+        "m",
+        "--corpus",
+        "tiny",
+        "--out",
+        str(tmp_path / "o"),
+        env=_pythonpath(root),
+        check=False,
+    )
     assert proc.returncode == 2
     assert "pip install castillo-heavy[gpu]" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -187,8 +220,9 @@ def test_unknown_names_suggest_close_matches(tmp_path: Path) -> None:
     assert "unknown backend 'fak'" in proc.stderr and "did you mean 'fake'" in proc.stderr
     proc = castillo("run", "--backend", "fake", "--corpus", "tinny", "--out", str(tmp_path / "o"), check=False)
     assert "did you mean 'tiny'" in proc.stderr
-    proc = castillo("run", "--backend", "fake", "--corpus", "tiny", "--metric", "digit", "--out",
-                    str(tmp_path / "o"), check=False)
+    proc = castillo(
+        "run", "--backend", "fake", "--corpus", "tiny", "--metric", "digit", "--out", str(tmp_path / "o"), check=False
+    )
     assert "did you mean 'digits'" in proc.stderr
 
 
@@ -275,9 +309,17 @@ def test_metric_options_reach_the_metric_and_nan_is_stored_as_null(castillo_plug
     from castillo_core.plan import load_spec
 
     plugins = castillo_plugin(_ScaledPlugin(), name="scaled-plugin")
-    data, where = build_spec_dict({"backend": "fake", "corpora": ("tiny",), "limit": 2, "n": 3,
-                                   "out": str(tmp_path / "o"), "metrics": ("scaled",),
-                                   "metric_options": ("scaled.factor=0.5",)})
+    data, where = build_spec_dict(
+        {
+            "backend": "fake",
+            "corpora": ("tiny",),
+            "limit": 2,
+            "n": 3,
+            "out": str(tmp_path / "o"),
+            "metrics": ("scaled",),
+            "metric_options": ("scaled.factor=0.5",),
+        }
+    )
     Engine(load_spec(data, where), plugins).run()
     responses = read_table(tmp_path / "o", "responses")
     scaled = responses.column("scaled_tokens").to_pylist()

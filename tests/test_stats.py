@@ -70,5 +70,7 @@ def test_ids_are_v1_ids(shared_v1: Path) -> None:
     rows = _v1_rows(shared_v1)
     for row in rows[::50]:
         assert prompt_id(row["dataset"], row["prompt_text"]) == row["prompt_id"]
-        assert sample_id(row["dataset"], row["model"], row["top_k"], row["top_p"], row["temp"],
-                         row["prompt_text"]) == row["sample_id"]
+        assert (
+            sample_id(row["dataset"], row["model"], row["top_k"], row["top_p"], row["temp"], row["prompt_text"])
+            == row["sample_id"]
+        )
