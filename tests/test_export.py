@@ -1,0 +1,150 @@
+"""`castillo export OUT --format hf|castillo-v1 DEST`.
+
+The hf export is loaded back with `datasets.load_dataset(DEST, config)` offline, as a
+user of the hub would; the v1 export is read back with castillo's own v1 importer (a
+round trip) and, on v1's published test split, compared with v1's files themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from castillo_core.dataset import read_table
+from castillo_core.schema import V1_COLUMNS
+from tests.helpers import castillo
+from tests.test_v1_import import MODEL, v1_record, write_v1
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def _v1_splits(directory: Path) -> Path:
+    """v1 files of three splits and two datasets; "Alpaca train d" has every sample at the cap."""
+    sizes = [[20, 25, 22, 30], [15001, 800, 900, 850], [60, 70, 65, 80], [15001] * 4, [40, 41, 42, 43]]
+    for split, texts in (("train", ["a", "b", "c", "d"]), ("validate", ["e"]), ("test", ["f", "g"])):
+        records = [v1_record("Alpaca", MODEL, f"Alpaca {split} {t}", sizes[i % 5]) for i, t in enumerate(texts)]
+        write_v1(directory, "Alpaca", split, MODEL, records)
+    write_v1(directory, "Mbpp", "test", MODEL, [v1_record("Mbpp", MODEL, "Reverse a string.", [60, 61, 62, 63])])
+    return directory
+
+
+def test_hf_export_loads_back_offline_with_configs_and_splits(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets", reason="pip install datasets (loads the export back)")
+    out, dest = tmp_path / "out", tmp_path / "hf"
+    castillo("import", "castillo-v1", str(_v1_splits(tmp_path / "v1")), str(out))
+    result = castillo("export", str(out), "--format", "hf", str(dest))
+    assert "sanitized: train 3, validate 1, test 3, full 7" in result.stdout
+    assert "degenerate: train 2, validate 0, test 1, full 3" in result.stdout
+
+    cache = str(tmp_path / "cache")
+    sanitized = datasets.load_dataset(str(dest), "sanitized", cache_dir=cache)
+    assert {name: ds.num_rows for name, ds in sanitized.items()} == {"train": 3, "validate": 1, "test": 3, "full": 7}
+    original = datasets.load_dataset(str(dest), "original", cache_dir=cache)
+    assert original["full"].num_rows == 8  # "Alpaca train d" (all samples capped) is only in original
+    stored = {r["sample_id"]: r for r in read_table(out, "prompts").to_pylist()}
+    for row in original["full"]:
+        assert {c: row[c] for c in V1_COLUMNS} == {c: stored[row["sample_id"]][c] for c in V1_COLUMNS}
+    story = next(r for r in sanitized["train"] if r["prompt_text"] == "Alpaca train b")
+    assert story["output_sizes"] == [800, 900, 850] and story["longest_response"] == "TEXT DEGENERATION"
+    degenerate = datasets.load_dataset(str(dest), "degenerate", cache_dir=cache)
+    assert set(degenerate) == {"train", "test", "full"} and degenerate["full"].num_rows == 3
+    assert datasets.get_dataset_config_names(str(dest)) == ["sanitized", "original", "degenerate"]
+
+    card = (dest / "README.md").read_text()
+    header = card.split("---")[1]
+    assert "- config_name: sanitized\n  default: true" in header
+    assert "  - split: validate\n    path: sanitized/validate-*.parquet" in header
+    assert "degenerate/validate" not in header  # an empty split is not declared (datasets refuses to build one)
+    assert "license: cc-by-4.0" in header
+    assert "| Alpaca | CC BY-NC 4.0 |" in card and "| Mbpp | CC BY 4.0 |" in card  # each corpus's licence
+    assert "| `output_sizes` | `list<element: int64>` |" in card  # the schema
+    assert "castillo-v1" in card and "max_new_tokens=15000" in card  # provenance
+
+    refused = castillo("export", str(out), "--format", "hf", str(dest), check=False)
+    assert refused.returncode == 2 and "not empty" in refused.stderr
+    castillo("export", str(out), "--format", "hf", str(dest), "--force")
+
+
+def test_hf_export_of_a_run_carries_metric_columns_and_the_run_provenance(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets", reason="pip install datasets (loads the export back)")
+    out, dest = tmp_path / "out", tmp_path / "hf"
+    castillo("run", "--backend", "fake", "--corpus", "tiny", "--out", str(out), "--quiet", "-n", "4")
+    castillo("export", str(out), "--format", "hf", str(dest), "--license", "cc0-1.0", "--title", "Tiny lengths")
+    loaded = datasets.load_dataset(str(dest), cache_dir=str(tmp_path / "cache"))  # the default config: sanitized
+    assert set(loaded) == {"test", "full"} and loaded["test"].num_rows == 12
+    card = (dest / "README.md").read_text()
+    assert "license: cc0-1.0" in card and "# Tiny lengths" in card and "| Tiny | CC0 |" in card
+    assert "fake-rev" in card and "| fake--model | Tiny | 12 |" in card
+
+
+def _normalized(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """v1 columns of each row with v1's rounding (2 decimals for mean/std, 3 for percentiles)."""
+    out = {}
+    for row in rows:
+        record = {c: row[c] for c in V1_COLUMNS}
+        record["output_mean"] = round(record["output_mean"], 2)
+        record["output_std"] = round(record["output_std"], 2)
+        record["output_percentiles"] = {k: round(v, 3) for k, v in record["output_percentiles"].items()}
+        out[row["sample_id"]] = record
+    return out
+
+
+def test_v1_round_trip_run_export_import_gives_the_same_rows(tmp_path: Path) -> None:
+    out, dest, back = tmp_path / "out", tmp_path / "v1", tmp_path / "back"
+    castillo(
+        "run", "--backend", "fake", "--corpus", "tiny", "-C", "size=15", "--out", str(out), "--quiet", "-n", "5",
+        "--max-new-tokens", "90",
+    )  # fmt: skip
+    castillo("run", "--backend", "fake", "--model", "org/other", "--corpus", "tiny", "--out", str(out), "--quiet")
+    result = castillo("export", str(out), "--format", "castillo-v1", str(dest))
+    assert "wrote 27 row(s) in 2 v1 file(s)" in result.stdout
+    names = sorted(p.name for p in dest.glob("*.json"))
+    assert names == ["preproc_Tiny_test_fake--model.json", "preproc_Tiny_test_org--other.json"]
+    record = json.loads((dest / names[0]).read_text())[0]
+    assert list(record) == list(V1_COLUMNS)  # v1's columns, in v1's order, nothing else
+    assert record["output_mean"] == round(record["output_mean"], 2)
+
+    castillo("import", "castillo-v1", str(dest), str(back), "--cap", "90")
+    original, imported = read_table(out, "prompts").to_pylist(), read_table(back, "prompts").to_pylist()
+    assert _normalized(imported) == _normalized(original)
+    by_id = {r["sample_id"]: r for r in original}
+    for row in imported:
+        mine = by_id[row["sample_id"]]
+        assert (row["split"], row["n_samples"], row["output_min"], row["output_max"]) == (
+            mine["split"],
+            mine["n_samples"],
+            mine["output_min"],
+            mine["output_max"],
+        )
+
+
+def test_v1_export_of_the_sanitized_view_and_a_busy_destination(tmp_path: Path) -> None:
+    out, dest = tmp_path / "out", tmp_path / "v1"
+    castillo("import", "castillo-v1", str(_v1_splits(tmp_path / "src")), str(out))
+    castillo("export", str(out), "--format", "castillo-v1", str(dest), "--view", "sanitized")
+    rows = [r for p in dest.glob("*.json") for r in json.loads(p.read_text())]
+    assert len(rows) == 7 and {r["longest_response"] for r in rows if r["prompt_text"] == "Alpaca train b"} == {
+        "TEXT DEGENERATION"
+    }
+    (dest / "notes.txt").write_text("mine")
+    refused = castillo("export", str(out), "--format", "castillo-v1", str(dest), check=False)
+    assert refused.returncode == 2 and "not empty" in refused.stderr and "--force" in refused.stderr
+    castillo("export", str(out), "--format", "castillo-v1", str(dest), "--force")
+    assert (dest / "notes.txt").read_text() == "mine"  # --force replaces only the export's own files
+    assert sum(len(json.loads(p.read_text())) for p in dest.glob("*.json")) == 8
+
+
+@pytest.mark.shared
+def test_v1_export_of_imported_v1_gives_back_v1s_files(shared_v1: Path, tmp_path: Path) -> None:
+    source = shared_v1 / "results" / "test"
+    out, dest = tmp_path / "out", tmp_path / "v1"
+    castillo("import", "castillo-v1", str(source), str(out))
+    castillo("export", str(out), "--format", "castillo-v1", str(dest))
+    originals = sorted(p.name for p in source.glob("preproc_*.json"))
+    assert sorted(p.name for p in dest.glob("*.json")) == originals and len(originals) == 91
+    for name in originals:
+        assert json.loads((dest / name).read_text()) == json.loads((source / name).read_text()), name
