@@ -9,7 +9,14 @@ import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_V1 = REPO.parent / "shared" / "data" / "castillo-v1"
+def _shared_v1() -> Path:
+    """CASTILLO v1 reference data: $CASTILLO_SHARED_DATA, ../shared beside the checkout, or /work/shared."""
+    candidates = [Path(os.environ["CASTILLO_SHARED_DATA"])] if os.environ.get("CASTILLO_SHARED_DATA") else []
+    candidates += [REPO.parent / "shared" / "data" / "castillo-v1", Path("/work/shared/data/castillo-v1")]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED_V1 = _shared_v1()
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
