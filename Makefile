@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
+# vLLM's CPU build pins transformers<5.20 (the main venv has 5.24): it gets its own venv.
+VLLM_VENV := .venv-vllm
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
@@ -33,6 +35,8 @@ $(STAMP): $(INSTALL_INPUTS)
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
+	bash plugins/backends/vllm/setup_test_env.sh $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pytest -q -m vllm tests/test_vllm.py
 
 test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow and not vllm and not gpu and not browser"
@@ -49,4 +53,4 @@ bench: install
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache
