@@ -122,6 +122,26 @@ def cli(debug: bool) -> None:
     show_default=True,
     help="Write a part every this many responses (and at least every 30 s).",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Run here, or as Ray tasks on a cluster (pip install 'castillo[ray]'; see docs/distributed.md).",
+)
+@click.option(
+    "--ray-address", help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: $RAY_ADDRESS, else local)."
+)
+@click.option("--shard-size", type=int, help="Ray: split cells into tasks of at most this many prompts.")
+@click.option("--max-retries", type=int, help="Ray: retry a failed task this many times (default 2).")
+@click.option(
+    "-R",
+    "--task-resource",
+    "task_resources",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Ray: a resource each task asks for, e.g. num_gpus=1, num_cpus=4, memory=16e9; repeatable.",
+)
 @click.option("--dry-run", is_flag=True, help="Show the plan and its cost; load no model, write nothing.")
 @click.option("--estimate-from", type=click.Path(), help="A dataset whose mean lengths estimate the cost.")
 @click.option("--tokens-per-second", type=float, help="Throughput for the time estimate of --dry-run.")

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from castillo_core.cli import _parse_kv
-from castillo_core.errors import ConfigError
+from castillo_core.errors import CastilloError, ConfigError
 
 _GENERATION_FLAGS = (
     "n",
@@ -156,7 +156,13 @@ def execute(opts: dict[str, Any], argv: Sequence[str]) -> None:
         progress = RichProgress()
     stop = StopFlag()
     engine = Engine(
-        spec, plugins, progress=progress, flush_responses=opts.get("flush_every") or 20_000, stop=stop, argv=argv
+        spec,
+        plugins,
+        progress=progress,
+        flush_responses=opts.get("flush_every") or 20_000,
+        stop=stop,
+        argv=argv,
+        executor=_executor(opts, spec.out),
     )
     _announce_defaults(engine)
     with progress, sigint_flushes(stop):
@@ -164,6 +170,33 @@ def execute(opts: dict[str, Any], argv: Sequence[str]) -> None:
     if stop:
         raise Interrupted(f"interrupted; finished prompts are stored in {spec.out}")
     _report(summary, quiet=bool(opts.get("quiet") or opts.get("log_json")))
+    if summary.failures:
+        raise CastilloError(
+            f"{len(summary.failures)} task(s) failed (listed above); finished prompts are stored in {spec.out}, "
+            "re-run the same command to retry the rest"
+        )
+
+
+def _executor(opts: dict[str, Any], out: str) -> Any:
+    """None for the local executor; a RayExecutor for ``--executor ray`` (Ray checked here, before any display)."""
+    ray_flags = [f for f in ("ray_address", "shard_size", "max_retries") if opts.get(f) is not None]
+    if opts.get("task_resources"):
+        ray_flags.append("task_resource")
+    if opts.get("executor", "local") != "ray":
+        if ray_flags:
+            names = ", ".join("--" + f.replace("_", "-") for f in ray_flags)
+            raise ConfigError(f"{names} only apply with --executor ray")
+        return None
+    from castillo_core.executor_ray import RayExecutor, check_output, require_ray
+
+    require_ray()
+    check_output(out)
+    return RayExecutor(
+        address=opts.get("ray_address"),
+        shard_size=opts.get("shard_size"),
+        max_retries=2 if opts.get("max_retries") is None else opts["max_retries"],
+        resources=_parse_kv(opts.get("task_resources") or (), "--task-resource"),
+    )
 
 
 def _announce_defaults(engine: Any) -> None:
@@ -185,6 +218,8 @@ def _report(summary: Any, quiet: bool) -> None:
     if quiet:
         for cell in summary.cells:
             print(f"{cell.label}\t{cell.status}\tprompts={cell.total}\tnew={cell.written}\ttokens={cell.tokens}")
+        for failure in summary.failures:
+            print(f"failed: {failure}")
         return
     table = Table(title=f"castillo run -> {summary.out}")
     for column in ("cell", "status", "prompts", "stored before", "new", "tokens", "tok/s", "rejected", "truncated"):
@@ -203,4 +238,6 @@ def _report(summary: Any, quiet: bool) -> None:
             str(cell.truncated),
         )
     console.print(table)
+    for failure in summary.failures:
+        console.print(f"failed: {failure}", style="red", markup=False, highlight=False)
     console.print(f"see the lengths: castillo show {summary.out}")

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from castillo_core.contracts import Backend, Corpus, Metric, MetricContext, ModelInfo
 from castillo_core.errors import BackendError, CastilloError, ConfigChangedError, CorpusError, Interrupted
@@ -69,10 +69,32 @@ class CellResult:
 class RunSummary:
     out: str
     cells: list[CellResult] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # what failed and why (the Ray executor's retries)
 
     @property
     def ok(self) -> bool:
         return all(c.status in {"done", "skipped"} for c in self.cells)
+
+
+class Executor(Protocol):
+    """Runs the prepared cells of a run somewhere else (see castillo_core.executors).
+
+    The engine has done the checks and written the run record when ``execute`` is called;
+    the executor fills ``summary`` and keeps the manifest current (manifest writes stay
+    the driver's: workers only write parts).
+    """
+
+    def execute(self, engine: Engine, manifest: dict[str, Any], summary: RunSummary) -> None: ...
+
+
+@dataclass
+class PendingCell:
+    """A cell with prompts left to generate: its selection, those left, and how many are stored."""
+
+    cell: Cell
+    prompt_set: PromptSet
+    remaining: list[Prompt]
+    already: int
 
 
 class StopFlag:
@@ -206,17 +228,28 @@ class Engine:
         flush_seconds: float = 30.0,
         stop: StopFlag | None = None,
         argv: Sequence[str] | None = None,
+        executor: Executor | None = None,
+        cells: list[Cell] | None = None,
+        metric_classes: list[type[Metric]] | None = None,
+        writes_manifest: bool = True,
     ) -> None:
+        """``cells``, ``metric_classes`` and ``writes_manifest=False`` build a worker's engine.
+
+        A remote worker runs cells the driver expanded and metrics the driver resolved
+        (its own plugin set may differ), and leaves the manifest to the driver.
+        """
         self.spec = spec
         self.plugins = plugins
         self.progress = progress or Progress()
         self.flush_responses = flush_responses
         self.flush_seconds = flush_seconds
-        self.stop = stop if stop is not None else StopFlag()
+        self.stop: Any = stop if stop is not None else StopFlag()
         self.argv = list(argv or [])
+        self.executor = executor
+        self.writes_manifest = writes_manifest
         self.store = Store(spec.out)
-        self.cells = expand(spec, plugins)
-        self.metric_classes = self._metric_classes()
+        self.cells = cells if cells is not None else expand(spec, plugins)
+        self.metric_classes = metric_classes if metric_classes is not None else self._metric_classes()
 
     def _metric_classes(self) -> list[type[Metric]]:
         if self.spec.metrics is None:
@@ -267,10 +300,15 @@ class Engine:
         summary = RunSummary(out=str(self.store.root))
         self.progress.start_run(len(self.cells))
         try:
-            for group in _by_model(self.cells):
-                self._run_model(group, manifest, summary)
+            if self.executor is not None:
+                self.executor.execute(self, manifest, summary)
                 if self.stop:
                     raise Interrupted("interrupted; re-run the same command to resume")
+            else:
+                for group in _by_model(self.cells):
+                    self._run_model(group, manifest, summary)
+                    if self.stop:
+                        raise Interrupted("interrupted; re-run the same command to resume")
             run_record["status"] = "done" if summary.ok else "incomplete"
         except Interrupted:
             run_record["status"] = "interrupted"
@@ -284,7 +322,24 @@ class Engine:
         return summary
 
     def _run_model(self, cells: list[Cell], manifest: dict[str, Any], summary: RunSummary) -> None:
-        pending: list[tuple[Cell, PromptSet, list[Prompt], int]] = []
+        pending = self.prepare(cells, manifest, summary)
+        if not pending:
+            return
+        backend, info = self.open_backend(cells[0])
+        try:
+            for item in pending:
+                result = self._run_cell(
+                    backend, info, item.cell, item.prompt_set, item.remaining, item.already, manifest
+                )
+                summary.cells.append(result)
+                if self.stop:
+                    return
+        finally:
+            backend.close()
+
+    def prepare(self, cells: list[Cell], manifest: dict[str, Any], summary: RunSummary) -> list[PendingCell]:
+        """Read the cells' prompts and what is stored; finished cells go to ``summary`` as skipped."""
+        pending: list[PendingCell] = []
         for cell in cells:
             prompt_set = load_prompts(cell)
             done_ids = self.store.finished(cell.model, cell.dataset).get(cell.config_hash, set())
@@ -320,11 +375,13 @@ class Engine:
                 self.progress.start_cell(cell.label, len(prompt_set.prompts), already)
                 self.progress.end_cell(cell.label, "skipped")
                 continue
-            pending.append((cell, prompt_set, remaining, already))
+            pending.append(PendingCell(cell, prompt_set, remaining, already))
         self.store.write_manifest(manifest)
-        if not pending:
-            return
-        backend_cls = cells[0].backend_cls
+        return pending
+
+    def open_backend(self, cell: Cell) -> tuple[Backend, ModelInfo]:
+        """Open the cell's model once (the caller closes it); a missing library is a clean error."""
+        backend_cls = cell.backend_cls
         missing = backend_cls.missing()
         if missing:
             from castillo_core.errors import BackendUnavailableError
@@ -333,16 +390,13 @@ class Engine:
                 f"backend {backend_cls.name} needs {', '.join(missing)}, which is not installed; "
                 f"{backend_cls.install_hint or 'install the backend plugin with its extra'}"
             )
-        backend = backend_cls(cells[0].spec)
-        info = backend.open()
-        try:
-            for cell, prompt_set, remaining, already in pending:
-                result = self._run_cell(backend, info, cell, prompt_set, remaining, already, manifest)
-                summary.cells.append(result)
-                if self.stop:
-                    return
-        finally:
-            backend.close()
+        backend = backend_cls(cell.spec)
+        return backend, backend.open()
+
+    def save_manifest(self, manifest: dict[str, Any]) -> None:
+        """Write the manifest, unless this engine is a worker's (the driver owns it)."""
+        if self.writes_manifest:
+            self.store.write_manifest(manifest)
 
     def _announce(self, cell: Cell, prompt_set: PromptSet) -> None:
         if prompt_set.rejections:
@@ -375,7 +429,7 @@ class Engine:
         provenance = _provenance(info, settings, cell)
         entry = manifest["cells"][cell.config_hash]
         entry.update(status="running", provenance=provenance)
-        self.store.write_manifest(manifest)
+        self.save_manifest(manifest)
         result = CellResult(
             cell.label,
             cell.config_hash,
@@ -443,7 +497,7 @@ class Engine:
             result.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             result.error = f"{type(exc).__name__}: {exc}"
             entry.update(status=result.status, prompts_done=already + result.written)
-            self.store.write_manifest(manifest)
+            self.save_manifest(manifest)
             self.progress.end_cell(cell.label, result.status)
             raise
         if not self.stop and len(returned) != len(requests):
@@ -458,7 +512,7 @@ class Engine:
             prompts_done=already + result.written,
             rejected_records=[r.model_dump() for r in prompt_set.rejections[:100]],
         )
-        self.store.write_manifest(manifest)
+        self.save_manifest(manifest)
         self.progress.end_cell(cell.label, result.status)
         return result
 
