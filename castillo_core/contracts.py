@@ -146,7 +146,21 @@ class Backend(_Described, ABC):
 
         Yield each request's result as soon as all its completions are done, so the
         engine can store it (a crash then loses little). Batch as the library does best.
+        The engine closes the generator when it stops early (Ctrl-C, a failure), so a
+        ``try/finally`` in it is the place to abort work still in flight.
+
+        ``finish_reason="length"`` means the cap cut the completion: ``output_tokens`` is
+        then exactly ``max_new_tokens``. A stop token drawn as the last allowed token is
+        ``"stop"`` (the model ended on its own), also with ``max_new_tokens`` tokens.
         """
+
+    def report(self) -> dict[str, Any]:
+        """Events worth keeping from the last ``generate`` (retries, OOM halvings, ...).
+
+        Called at the end of each cell, successful or not; the result is stored in the
+        manifest's cell entry under ``backend_report``. Must be JSON-serializable.
+        """
+        return {}
 
     def close(self) -> None:
         """Release the model."""

@@ -209,6 +209,11 @@ def _validate(result: PromptResult, request: GenerationRequest, backend: str, ma
     if indices != list(range(request.n)):
         raise BackendError(f"backend {backend} returned sample indices {indices} for prompt {request.prompt.prompt_id}")
     for c in result.completions:
+        if c.finish_reason == "length" and c.output_tokens != max_new_tokens:
+            raise BackendError(
+                f"backend {backend} reported finish_reason 'length' with {c.output_tokens} output tokens for prompt "
+                f"{request.prompt.prompt_id}; 'length' means the cap cut it at exactly {max_new_tokens}"
+            )
         if c.output_tokens > max_new_tokens:
             raise BackendError(
                 f"backend {backend} reported {c.output_tokens} output tokens for prompt {request.prompt.prompt_id}, "
@@ -481,22 +486,26 @@ class Engine:
         writer = _PartWriter(self, cell, ctx, metrics, metadata, result)
         by_key = {r.key: r for r in requests}
         returned: set[int] = set()
+        stream = backend.generate(requests, settings, gen)
         try:
-            for out in backend.generate(requests, settings, gen):
+            for out in stream:
                 request = by_key.get(out.key)
                 if request is None or out.key in returned:
                     raise BackendError(f"backend {cell.backend_cls.name} returned unknown or repeated key {out.key}")
                 _validate(out, request, cell.backend_cls.name, gen.max_new_tokens)
                 returned.add(out.key)
-                writer.add(Finished(request, out.completions, out.gen_time))
+                writer.add(Finished(request, out.completions, out.gen_time, out.input_size))
                 if self.stop:
                     break
             writer.flush()
         except BaseException as exc:
+            _close(stream)
             writer.flush_quietly()
             result.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             result.error = f"{type(exc).__name__}: {exc}"
-            entry.update(status=result.status, prompts_done=already + result.written)
+            entry.update(
+                status=result.status, prompts_done=already + result.written, backend_report=_backend_report(backend)
+            )
             self.save_manifest(manifest)
             self.progress.end_cell(cell.label, result.status)
             raise
@@ -505,11 +514,13 @@ class Engine:
             raise BackendError(
                 f"backend {cell.backend_cls.name} returned no result for {len(missing)} prompt(s), e.g. {missing[:3]}"
             )
+        _close(stream)
         result.seconds = time.monotonic() - started
         result.status = "interrupted" if self.stop else "done"
         entry.update(
             status=result.status,
             prompts_done=already + result.written,
+            backend_report=_backend_report(backend),
             rejected_records=[r.model_dump() for r in prompt_set.rejections[:100]],
         )
         self.save_manifest(manifest)
@@ -571,6 +582,23 @@ class _PartWriter:
             self.flush()
         except Exception:
             log.exception("could not flush finished prompts of %s", self.cell.label)
+
+
+def _close(stream: Any) -> None:
+    """Close a backend's result generator so its ``finally`` aborts work in flight."""
+    close = getattr(stream, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception:
+            log.exception("closing the backend's result stream failed")
+
+
+def _backend_report(backend: Backend) -> dict[str, Any]:
+    try:
+        return dict(backend.report())
+    except Exception as exc:  # noqa: BLE001 - a report must not hide the run's outcome
+        return {"error": f"report() failed: {type(exc).__name__}: {exc}"}
 
 
 def _by_model(cells: list[Cell]) -> list[list[Cell]]:

@@ -200,3 +200,6 @@ class PromptResult(_Record):
     key: int
     completions: tuple[Completion, ...]
     gen_time: float = Field(0.0, ge=0.0)
+    # The prompt's token count when the backend learns it only while generating (an HTTP
+    # server's usage.prompt_tokens); when set it replaces ``Rendered.input_size``.
+    input_size: int | None = Field(None, ge=0)

@@ -46,6 +46,11 @@ class Finished:
     request: GenerationRequest
     completions: Sequence[Completion]
     gen_time: float
+    input_size: int | None = None  # the backend's late count, over the rendered one
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.request.rendered.input_size if self.input_size is None else self.input_size
 
 
 def metric_columns(metrics: Sequence[Metric]) -> tuple[list[Column], list[Column]]:
@@ -132,7 +137,7 @@ def build_tables(
         "prompt_text": [p.prompt_text for p in prompts],
         "longest_response": longest,
         "shortest_response": shortest,
-        "input_size": [f.request.rendered.input_size for f in finished],
+        "input_size": [f.prompt_tokens for f in finished],
         "output_sizes": size_lists,
         "output_mean": stats.mean,
         "output_std": stats.std,

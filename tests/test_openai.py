@@ -187,6 +187,7 @@ def test_lengths_and_finish_reasons_are_the_servers(
                 assert c.finish_reason == want
                 assert c.text == direct["choices"][0]["message"]["content"]
                 assert backend.stats.prompt_tokens[request.prompt.prompt_id] == direct["usage"]["prompt_tokens"]
+                assert result.input_size == direct["usage"]["prompt_tokens"]
                 lengths.append(c.output_tokens)
     assert len(set(lengths)) > 2, "per-sample seeds must give different samples"
     assert {"stop", "length"} <= {c.finish_reason for r in results for c in r.completions}
@@ -451,7 +452,7 @@ def test_cli_run_against_a_misbehaving_server_resumes_with_every_prompt_once(stu
     prompts = read_table(out, "prompts", columns=["prompt_id", "input_size", "output_sizes", "finish_reasons"])
     ids = prompts.column("prompt_id").to_pylist()
     assert len(ids) == 12 and len(set(ids)) == 12 and set(first) <= set(ids)
-    assert set(prompts.column("input_size").to_pylist()) == {0}
+    assert set(prompts.column("input_size").to_pylist()) == {11}  # the server's usage.prompt_tokens
     responses = read_table(out, "responses", columns=["prompt_id", "sample_index", "seed", "output_tokens"])
     rows = responses.to_pylist()
     assert len(rows) == 24 and len({(r["prompt_id"], r["sample_index"]) for r in rows}) == 24

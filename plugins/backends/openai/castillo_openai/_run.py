@@ -278,4 +278,7 @@ class Runner:
         if slot.missing == 0:
             gen_time = time.monotonic() - slot.started
             done = tuple(c for c in slot.completions if c is not None)
-            await self.results.put(PromptResult(key=job.request.key, completions=done, gen_time=gen_time))
+            input_size = self.stats.prompt_tokens.get(job.request.prompt.prompt_id)
+            await self.results.put(
+                PromptResult(key=job.request.key, completions=done, gen_time=gen_time, input_size=input_size)
+            )

@@ -6,8 +6,8 @@ imported inside ``open``/``generate``.
 
 What the server owns, castillo records rather than pretends: the chat template is
 applied by the server, token counts are the server's ``usage``, and the prompt token
-count is only known after a request (``input_size`` stays 0 at render time; the
-server's counts are kept in ``stats.prompt_tokens``).
+count is only known after a request (0 at render time; the server's
+``usage.prompt_tokens`` goes back with each prompt's result as ``input_size``).
 """
 
 from __future__ import annotations
@@ -237,8 +237,8 @@ class OpenAIBackend(Backend):
                 "token_counts": "the server's usage.completion_tokens"
                 + (" per request of one sample" if options.n_per_request == 1 else " split by per-choice counts")
                 + (", plus the end token of stopped samples" if options.count_end_token else ""),
-                "prompt_tokens": "the server's usage.prompt_tokens; input_size is 0 because render() cannot count "
-                "tokens without the server's tokenizer and template",
+                "prompt_tokens": "input_size is the server's usage.prompt_tokens (render() cannot count tokens "
+                "without the server's tokenizer and template)",
                 "sampling_fields": options.sampling_fields,
                 "n_per_request": options.n_per_request,
             },
