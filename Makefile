@@ -16,6 +16,8 @@ EXAMPLES := $(wildcard docs/examples/*/pyproject.toml)
 STAMP := $(VENV)/.installed
 INSTALL_INPUTS := pyproject.toml Makefile $(PLUGINS) $(EXAMPLES)
 
+DEMO_OUT ?= runs/demo
+
 .PHONY: install test test-fast lint format demo bench clean
 
 install: $(STAMP)
@@ -48,6 +50,12 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# The main job, offline on the CPU: SmolLM2-135M (bundled GGUF) on HumanEval (bundled).
+demo: install
+	$(VENV)/bin/castillo run --backend llamacpp --model smollm2-135m --corpus humaneval \
+		--limit 8 -n 10 --max-new-tokens 200 --seed 0 --out $(DEMO_OUT)
+	$(VENV)/bin/castillo show $(DEMO_OUT)
 
 bench: install
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
