@@ -200,25 +200,31 @@ def _provenance(info: ModelInfo, settings: SamplingSettings, cell: Cell) -> dict
 
 
 def _validate(result: PromptResult, request: GenerationRequest, backend: str, max_new_tokens: int) -> None:
-    if len(result.completions) != request.n:
+    """Check a backend's result against the contract (one pass: this runs per prompt)."""
+    completions = result.completions
+    pid = request.prompt.prompt_id
+    if len(completions) != request.n:
         raise BackendError(
-            f"backend {backend} returned {len(result.completions)} completions for prompt "
-            f"{request.prompt.prompt_id}, expected {request.n}"
+            f"backend {backend} returned {len(completions)} completions for prompt {pid}, expected {request.n}"
         )
-    indices = sorted(c.sample_index for c in result.completions)
-    if indices != list(range(request.n)):
-        raise BackendError(f"backend {backend} returned sample indices {indices} for prompt {request.prompt.prompt_id}")
-    for c in result.completions:
-        if c.finish_reason == "length" and c.output_tokens != max_new_tokens:
+    in_order = True
+    for i, c in enumerate(completions):
+        tokens = c.output_tokens
+        if tokens > max_new_tokens:
             raise BackendError(
-                f"backend {backend} reported finish_reason 'length' with {c.output_tokens} output tokens for prompt "
-                f"{request.prompt.prompt_id}; 'length' means the cap cut it at exactly {max_new_tokens}"
-            )
-        if c.output_tokens > max_new_tokens:
-            raise BackendError(
-                f"backend {backend} reported {c.output_tokens} output tokens for prompt {request.prompt.prompt_id}, "
+                f"backend {backend} reported {tokens} output tokens for prompt {pid}, "
                 f"above max_new_tokens={max_new_tokens}"
             )
+        if tokens != max_new_tokens and c.finish_reason == "length":
+            raise BackendError(
+                f"backend {backend} reported finish_reason 'length' with {tokens} output tokens for "
+                f"prompt {pid}; 'length' means the cap cut it at exactly {max_new_tokens}"
+            )
+        in_order = in_order and c.sample_index == i
+    if not in_order:
+        indices = sorted(c.sample_index for c in completions)
+        if indices != list(range(request.n)):
+            raise BackendError(f"backend {backend} returned sample indices {indices} for prompt {pid}")
 
 
 class Engine:

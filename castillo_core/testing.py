@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from castillo_core.contracts import Backend, Corpus, ModelInfo, parse_options
 from castillo_core.hookspecs import hookimpl
 from castillo_core.records import (
-    Completion,
     GenerationConfig,
     GenerationRequest,
     Prompt,
@@ -108,22 +107,20 @@ class FakeBackend(Backend):
                     raise RuntimeError(f"fake backend failing after {self.options.fail_after} prompts (fail_after)")
                 if self.options.delay:
                     time.sleep(self.options.delay)
-                completions = []
-                for i, length in enumerate(lengths[offset : offset + request.n].tolist()):
-                    seed = request.seed + i
-                    completions.append(
-                        Completion(
-                            sample_index=i,
-                            seed=seed,
-                            output_tokens=length,
-                            finish_reason="length" if length >= cap else "stop",
-                            text=f"w{seed % 1000} " * length,
-                            latency=0.0,
-                        )
-                    )
+                # validated as one nested record: pydantic checks every completion in Rust
+                completions = [
+                    {
+                        "sample_index": i,
+                        "seed": request.seed + i,
+                        "output_tokens": length,
+                        "finish_reason": "length" if length >= cap else "stop",
+                        "text": f"w{(request.seed + i) % 1000} " * length,
+                    }
+                    for i, length in enumerate(lengths[offset : offset + request.n].tolist())
+                ]
                 offset += request.n
                 self.generated_prompts += 1
-                yield PromptResult(key=request.key, completions=tuple(completions), gen_time=0.0)
+                yield PromptResult.model_validate({"key": request.key, "completions": completions})
 
 
 _TINY_PROMPTS = (

@@ -368,7 +368,7 @@ def test_per_choice_counts_odd_finish_reasons_and_servers_that_ignore_n(
     backend = open_backend(stub.base_url, n_per_request=4, endpoint="completion")
     requests = _requests(TEXTS[:2], n=6)
     results = _generate(backend, requests, max_new_tokens=20)
-    assert [a.body["n"] for a in stub.posts()] == [4, 2, 4, 2]
+    assert sorted(a.body["n"] for a in stub.posts()) == [2, 2, 4, 4]  # concurrent: any arrival order
     assert all("prompt" in a.body and "messages" not in a.body for a in stub.posts())
     for request, result in zip(requests, results, strict=True):
         for c in result.completions:
@@ -390,8 +390,8 @@ def test_per_choice_counts_odd_finish_reasons_and_servers_that_ignore_n(
         told = stub_length(c.seed, 20)
         assert c.output_tokens == (min(told + 1, 20) if told < 20 else 20)
 
-    stub.push("ignore_n")
-    with pytest.raises(BackendError, match=r"answered 1 choice\(s\) for n=4; this server ignores n"):
+    stub.push("ignore_n")  # whichever request of the prompt (n=4 or the rest, n=2) arrives first
+    with pytest.raises(BackendError, match=r"answered 1 choice\(s\) for n=[24]; this server ignores n"):
         _generate(backend, requests[:1])
 
 
