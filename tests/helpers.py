@@ -9,6 +9,8 @@ import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+
 def _shared_v1() -> Path:
     """CASTILLO v1 reference data: $CASTILLO_SHARED_DATA, ../shared beside the checkout, or /work/shared."""
     candidates = [Path(os.environ["CASTILLO_SHARED_DATA"])] if os.environ.get("CASTILLO_SHARED_DATA") else []
