@@ -53,6 +53,7 @@ from castillo_core.records import (
     Rendered,
     SamplingSettings,
 )
+from castillo_core.rendering import encode_prompt, has_chat_template, render_with_tokenizer, template_ids
 from castillo_core.stats import LengthStats, length_stats
 
 __all__ = [
@@ -88,6 +89,8 @@ __all__ = [
     "StoreError",
     "UnknownNameError",
     "__version__",
+    "encode_prompt",
+    "has_chat_template",
     "hookimpl",
     "length_stats",
     "missing_requirements",
@@ -95,5 +98,7 @@ __all__ = [
     "parse_options",
     "prompt_id",
     "prompt_seed",
+    "render_with_tokenizer",
     "sample_id",
+    "template_ids",
 ]

@@ -113,7 +113,7 @@ def test_counts_finish_reasons_and_n_completions_per_prompt(backend: Any) -> Non
 
     request = requests[0]
     bare = backend.llm.generate(
-        [TokensPrompt(prompt_token_ids=request.rendered.payload)],
+        [TokensPrompt(prompt_token_ids=list(request.rendered.payload))],
         [SamplingParams(n=6, seed=request.seed, temperature=1.0, top_p=1.0, top_k=0, max_tokens=24)],
         use_tqdm=False,
     )[0]
@@ -132,14 +132,15 @@ def test_chat_template_applied_once_without_a_second_bos_and_truncation_flagged(
     bos = tok.bos_token_id
     assert short.payload[0] == bos and short.payload[1] != bos, "exactly one BOS, from the template"
     text = tok.apply_chat_template(prompts[0].chat_messages(), tokenize=False, add_generation_prompt=True)
-    assert short.payload == tok.encode(text, add_special_tokens=False)
+    assert list(short.payload) == tok.encode(text, add_special_tokens=False)
     assert short.input_size == len(short.payload) and not short.truncated
 
     long_prompt = prompts[1].model_copy(update={"prompt_text": "why is the sky blue " * 200})
     (cut,) = backend.render([long_prompt], 40)
     assert cut.truncated and cut.input_size == len(cut.payload) <= 40
     header = tok.encode("<|assistant|>\n", add_special_tokens=False)
-    assert cut.payload[:1] == [bos] and cut.payload[-len(header) :] == header, "the template survives the cut"
+    ids = list(cut.payload)
+    assert ids[:1] == [bos] and ids[-len(header) :] == header, "the template survives the cut"
 
 
 def test_seeds_reproducible_and_never_shared_across_prompts(backend: Any) -> None:

@@ -32,6 +32,7 @@ from castillo_core import (
     SamplingSettings,
     hookimpl,
     parse_options,
+    render_with_tokenizer,
 )
 
 log = logging.getLogger(__name__)
@@ -236,14 +237,8 @@ class TransformersBackend(Backend):
         )
 
     def render(self, prompts: Sequence[Prompt], max_prompt_tokens: int) -> list[Rendered]:
-        from castillo_transformers.rendering import encode
-
         tokenizer = self._model() and self.tokenizer
-        out = []
-        for prompt in prompts:
-            ids, truncated = encode(tokenizer, prompt, max_prompt_tokens, self.use_template)
-            out.append(Rendered(input_size=len(ids), truncated=truncated, payload=tuple(ids)))
-        return out
+        return render_with_tokenizer(tokenizer, prompts, max_prompt_tokens, templated=self.use_template)
 
     def generate(
         self, requests: Sequence[GenerationRequest], settings: SamplingSettings, config: GenerationConfig

@@ -357,9 +357,9 @@ class VllmBackend(Backend):
             while queue and in_engine < window_samples:
                 request = queue.popleft()
                 ids = request.rendered.payload
-                if not isinstance(ids, list) or not ids:
+                if not isinstance(ids, (list, tuple)) or not ids:
                     raise BackendError(f"backend vllm: prompt {request.prompt.prompt_id} was not rendered by vllm")
-                prompt = self._engine_input(ids)
+                prompt = self._engine_input(list(ids))
                 self._submitted += 1
                 base = f"castillo-{self._submitted}"
                 submitted_at[request.key] = time.perf_counter()
