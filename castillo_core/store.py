@@ -95,7 +95,12 @@ class Store:
     # -- opening and scanning --------------------------------------------------------
 
     def open(self) -> ScanReport:
-        """Create the directory if needed and clean what a crash may have left."""
+        """Create the directory if needed and clean what a crash may have left.
+
+        Also forgets the remembered resume index: other processes (Ray workers) may have
+        written parts since it was read.
+        """
+        self._finished.clear()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -138,9 +143,9 @@ class Store:
     def finished(self, model: str, dataset: str) -> dict[str, set[str]]:
         """Prompt ids already stored in a partition, grouped by config hash.
 
-        Remembered until this store writes into the partition: a run asks twice (the
-        config check, then the plan), and over a million responses each read costs
-        a third of a second.
+        Remembered until this store writes into the partition or is opened again: a run
+        asks twice (the config check, then the plan), and over a million responses each
+        read costs a third of a second.
         """
         key = (model, dataset)
         if key not in self._finished:
