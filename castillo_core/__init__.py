@@ -54,7 +54,16 @@ from castillo_core.records import (
     SamplingSettings,
 )
 from castillo_core.rendering import encode_prompt, has_chat_template, render_with_tokenizer, template_ids
-from castillo_core.stats import LengthStats, length_stats
+
+
+def __getattr__(name: str) -> object:
+    """Statistics load numpy: imported on first use, so listing plugins stays fast."""
+    if name in {"LengthStats", "length_stats"}:
+        from castillo_core import stats
+
+        return getattr(stats, name)
+    raise AttributeError(f"module 'castillo_core' has no attribute {name!r}")
+
 
 __all__ = [
     "Backend",

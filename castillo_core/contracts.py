@@ -11,10 +11,12 @@ import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-import numpy as np
 from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:  # numpy loads when a metric runs, not when castillo lists its plugins
+    import numpy as np
 
 from castillo_core.errors import ConfigError
 from castillo_core.records import (
@@ -253,6 +255,8 @@ class ResponseBatch:
 
     def reduce(self, values: Sequence[Any] | np.ndarray, how: Literal["sum", "max", "min", "mean"]) -> np.ndarray:
         """Reduce a per-response array to one value per prompt."""
+        import numpy as np
+
         array = np.asarray(values)
         if array.dtype == bool:
             array = array.astype(np.int64)

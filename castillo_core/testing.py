@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from castillo_core.contracts import Backend, Corpus, ModelInfo, parse_options
@@ -33,8 +32,10 @@ from castillo_core.records import (
 )
 
 
-def _mix_array(values: np.ndarray) -> np.ndarray:
+def _mix_array(values: Any) -> Any:
     """splitmix64 over a uint64 array: a cheap, well-spread hash of seeds (seed -> length)."""
+    import numpy as np
+
     with np.errstate(over="ignore"):
         z = values + np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -93,6 +94,8 @@ class FakeBackend(Backend):
     def generate(
         self, requests: Sequence[GenerationRequest], settings: SamplingSettings, config: GenerationConfig
     ) -> Iterator[PromptResult]:
+        import numpy as np  # here, not at import: this module loads at every castillo start
+
         cap = config.max_new_tokens
         span = 2 * self.options.mean_tokens
         for start in range(0, len(requests), self.options.batch):

@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-
 from castillo_core import Column, Corpus, Metric, Prompt, Rejection, ResponseBatch, hookimpl
 
 _DROP_DIGITS = str.maketrans("", "", "0123456789")
@@ -54,6 +52,8 @@ class DigitsMetric(Metric):
     def score(self, batch: ResponseBatch) -> dict[str, Any]:
         # str.translate runs in C: deleting the digits and comparing lengths counts them
         shares = [(len(t) - len(t.translate(_DROP_DIGITS))) / len(t) if t else 0.0 for t in batch.texts]
+        import numpy as np  # inside: this module is imported at every castillo start
+
         return {"digit_share": np.asarray(shares, dtype=np.float64)}
 
     def aggregate(self, batch: ResponseBatch) -> dict[str, Any]:

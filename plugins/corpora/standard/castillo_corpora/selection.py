@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads when prompts are selected, not when castillo lists plugins
+    import numpy as np
 
 V1_SEED = 42
 V1_MAXIMUM = 2000
@@ -37,6 +39,8 @@ SPLITS = ("train", "validate", "test")
 
 def shuffle_split(n: int, seed: int = V1_SEED, maximum: int | None = V1_MAXIMUM) -> dict[str, list[int]]:
     """v1's shuffle recipe: indices of the records in each split, in v1's order."""
+    import numpy as np
+
     rng = np.random.RandomState(seed)  # what np.random.seed(seed) sets up globally
     order = np.arange(n)
     rng.shuffle(order)
@@ -48,6 +52,8 @@ def shuffle_split(n: int, seed: int = V1_SEED, maximum: int | None = V1_MAXIMUM)
 
 def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
     """scikit-learn's ``_approximate_mode``: per-class draws summing to ``n_draws``."""
+    import numpy as np
+
     continuous = class_counts / class_counts.sum() * n_draws
     floored = np.floor(continuous)
     need_to_add = int(n_draws - floored.sum())
@@ -101,6 +107,8 @@ def train_test_split(
     of scikit-learn 1.x, which v1 used; the test suite checks it against scikit-learn
     where that is installed.
     """
+    import numpy as np
+
     n = len(labels)
     n_train, n_test = _sizes(n, train_size, test_size)
     classes, y_indices = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
