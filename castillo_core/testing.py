@@ -186,6 +186,27 @@ def castillo_register_corpora(register: Any) -> None:
     register(TinyCorpus)
 
 
+def requests_for(
+    backend: Backend, texts: Sequence[str], n: int, max_prompt_tokens: int = 2500, seed: int = 1000
+) -> list[GenerationRequest]:
+    """Render ``texts`` with ``backend`` into requests, as the engine would (for backend tests).
+
+    Prompt ``i`` gets seed ``seed + 97 * i``, so no two prompts share a noise stream.
+    """
+    prompts = [Prompt(dataset="t", prompt_text=t) for t in texts]
+    rendered = backend.render(prompts, max_prompt_tokens)
+    return [
+        GenerationRequest(key=i, prompt=p, rendered=r, seed=seed + 97 * i, n=n)
+        for i, (p, r) in enumerate(zip(prompts, rendered, strict=True))
+    ]
+
+
+def generate_sorted(backend: Backend, requests: Sequence[GenerationRequest], **config: Any) -> list[PromptResult]:
+    """Every result of one ``generate`` call, sorted by key; ``config`` sets GenerationConfig fields."""
+    gen = GenerationConfig(n=requests[0].n, **config)
+    return sorted(backend.generate(requests, backend.sampling(gen), gen), key=lambda r: r.key)
+
+
 def env_without_plugins() -> dict[str, str]:
     """A copy of the environment that loads no entry-point plugins (builtins only)."""
     env = dict(os.environ)

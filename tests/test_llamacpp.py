@@ -24,12 +24,11 @@ from castillo_core import (
     BackendError,
     ConfigError,
     GenerationConfig,
-    GenerationRequest,
     ModelSpec,
     Prompt,
-    PromptResult,
 )
 from castillo_core.dataset import read_table
+from castillo_core.testing import generate_sorted, requests_for
 from tests.fixtures.tiny_gguf import CHATML_WITH_BOS, cached_tiny_gguf
 from tests.helpers import castillo
 
@@ -75,21 +74,8 @@ def open_backend(tiny: Path) -> Iterator[Callable[..., LlamaCppBackend]]:
         backend.close()
 
 
-def _requests(
-    backend: LlamaCppBackend, texts: list[str], n: int, max_prompt_tokens: int = 2500, seed: int = 1000
-) -> list[GenerationRequest]:
-    prompts = [Prompt(dataset="t", prompt_text=t) for t in texts]
-    rendered = backend.render(prompts, max_prompt_tokens)
-    return [
-        GenerationRequest(key=i, prompt=p, rendered=r, seed=seed + 97 * i, n=n)
-        for i, (p, r) in enumerate(zip(prompts, rendered, strict=True))
-    ]
-
-
-def _generate(backend: LlamaCppBackend, requests: list[GenerationRequest], **config: Any) -> list[PromptResult]:
-    gen = GenerationConfig(n=requests[0].n, **config)
-    results = list(backend.generate(requests, backend.sampling(gen), gen))
-    return sorted(results, key=lambda r: r.key)
+_requests = requests_for  # castillo_core.testing's helpers, shared by the backend tests
+_generate = generate_sorted
 
 
 # -- plugin registration, without llama_cpp ----------------------------------------------------------
