@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _spec(out: str, prompts: int, n: int, metrics: list[str] | None):  # type: ignore[no-untyped-def]
-    from castillo_core.plan import load_spec
+    from castillo_core.engine.plan import load_spec
 
     data = {
         "out": out,
@@ -48,9 +48,9 @@ def child(mode: str, out: str, prompts: int, n: int, metrics: str) -> None:
     plugins = get_plugins()
     spec = _spec(out, prompts, n, metric_list)
     if mode == "backend":
-        from castillo_core.engine import Engine, load_prompts
-        from castillo_core.ids import prompt_seed
-        from castillo_core.records import GenerationRequest
+        from castillo_core.api.ids import prompt_seed
+        from castillo_core.api.records import GenerationRequest
+        from castillo_core.engine.engine import Engine, load_prompts
 
         engine = Engine(spec, plugins)
         cell = engine.cells[0]
@@ -69,7 +69,7 @@ def child(mode: str, out: str, prompts: int, n: int, metrics: str) -> None:
         metrics_used: list[str] = []
         startup = 0.0
     else:
-        from castillo_core.engine import Engine
+        from castillo_core.engine.engine import Engine
 
         # Warm up: the first run in a process pays one-time imports (pyarrow pulls in
         # pandas on its first conversion, ~0.25 s). Reported apart as startup, so the

@@ -87,7 +87,7 @@ def detector_section(repeats: int) -> float | None:
 
 
 def _spec(out: str, prompts: int, metrics: list[str]):  # type: ignore[no-untyped-def]
-    from castillo_core.plan import load_spec
+    from castillo_core.engine.plan import load_spec
 
     data = {
         "out": out,
@@ -101,7 +101,7 @@ def _spec(out: str, prompts: int, metrics: list[str]):  # type: ignore[no-untype
 
 def child(out: str, prompts: int, metrics: str) -> None:
     """One engine run in this fresh process, printed as JSON, with the time spent in metrics."""
-    from castillo_core.engine import Engine
+    from castillo_core.engine.engine import Engine
     from castillo_core.plugins import get_plugins
 
     engine = Engine(_spec(out, prompts, [m for m in metrics.split(",") if m]), get_plugins())

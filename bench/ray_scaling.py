@@ -64,7 +64,7 @@ def _corpora(limit: int) -> list[dict[str, Any]]:
 
 
 def _spec(out: Path, models: list[dict[str, Any]], corpora: list[dict[str, Any]], n: int, cap: int) -> Any:
-    from castillo_core.plan import load_spec
+    from castillo_core.engine.plan import load_spec
 
     data = {
         "out": str(out),
@@ -76,7 +76,7 @@ def _spec(out: Path, models: list[dict[str, Any]], corpora: list[dict[str, Any]]
 
 
 def _run(spec: Any, executor: Any = None) -> float:
-    from castillo_core.engine import Engine
+    from castillo_core.engine.engine import Engine
     from castillo_core.plugins import get_plugins
 
     engine = Engine(spec, get_plugins(), executor=executor)
@@ -90,7 +90,7 @@ def _run(spec: Any, executor: Any = None) -> float:
 
 
 def _same(a: Path, b: Path) -> bool:
-    from castillo_core.dataset import read_table
+    from castillo_core.engine.dataset import read_table
 
     def rows(out: Path, table: str) -> list[dict[str, Any]]:
         found = read_table(out, table).drop_columns(["gen_time"] if table == "prompts" else ["latency"]).to_pylist()
@@ -115,7 +115,7 @@ def main() -> None:
 
     import ray
 
-    from castillo_core.executor_ray import RayExecutor
+    from castillo_core.executors.ray import RayExecutor
     from tests.fixtures.tiny_gguf import cached_tiny_gguf
 
     cache = REPO / ".pytest_cache" / "d" / "castillo-llamacpp-tiny"

@@ -31,9 +31,9 @@ sys.path.insert(0, str(REPO))
 
 def resample(source: Path, target: Path, rows: int, seed: int = 0) -> int:
     """Write ``rows`` rows drawn with replacement from ``source``'s prompts, per (model, dataset) part."""
-    from castillo_core.dataset import read_table
-    from castillo_core.schema import responses_schema
-    from castillo_core.store import Store
+    from castillo_core.engine.dataset import read_table
+    from castillo_core.engine.schema import responses_schema
+    from castillo_core.engine.store import Store
 
     table = read_table(source, "prompts")
     picks = np.sort(np.random.default_rng(seed).integers(0, table.num_rows, rows))
@@ -61,8 +61,8 @@ def main() -> None:
     if not V1_TEST.is_dir():
         print(f"RESULT report_scale skipped s (goal < 60 s): {V1_TEST} is not present")
         return
-    from castillo_core.report import build_report
-    from castillo_core.v1 import import_v1
+    from castillo_formats.v1_import import import_v1
+    from castillo_report.report import build_report
 
     with tempfile.TemporaryDirectory(prefix="castillo-report-bench-") as tmp:
         base = Path(tmp)

@@ -36,8 +36,8 @@ from castillo_core import GenerationConfig, GenerationRequest, ModelSpec, Prompt
 
 def _prompts(count: int) -> tuple[str, list[Prompt]]:
     """The first ``count`` prompts of humaneval where installed, else of the built-in tiny corpus."""
+    from castillo_core.api.records import CorpusSelection
     from castillo_core.plugins import get_plugins
-    from castillo_core.records import CorpusSelection
 
     plugins = get_plugins()
     names = {entry.name for entry in plugins.entries("corpus") if entry.available}

@@ -13,9 +13,16 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+local"
 
-from castillo_core.contracts import (
-    Backend,
+from castillo_core.api.columns import (
     Column,
+    ColumnRole,
+    declared_columns,
+    detectors,
+    flag_column,
+    flag_count_column,
+)
+from castillo_core.api.contracts import (
+    Backend,
     Corpus,
     Metric,
     MetricContext,
@@ -26,7 +33,7 @@ from castillo_core.contracts import (
     missing_requirements,
     parse_options,
 )
-from castillo_core.errors import (
+from castillo_core.api.errors import (
     BackendError,
     BackendUnavailableError,
     CastilloError,
@@ -38,9 +45,9 @@ from castillo_core.errors import (
     StoreError,
     UnknownNameError,
 )
-from castillo_core.hookspecs import hookimpl
-from castillo_core.ids import model_name, prompt_id, prompt_seed, sample_id
-from castillo_core.records import (
+from castillo_core.api.hookspecs import hookimpl
+from castillo_core.api.ids import model_name, prompt_id, prompt_seed, sample_id
+from castillo_core.api.records import (
     Completion,
     CorpusSelection,
     FinishReason,
@@ -53,24 +60,65 @@ from castillo_core.records import (
     Rendered,
     SamplingSettings,
 )
-from castillo_core.rendering import encode_prompt, has_chat_template, render_with_tokenizer, template_ids
+from castillo_core.api.rendering import encode_prompt, has_chat_template, render_with_tokenizer, template_ids
+from castillo_core.api.requests import build_requests
+from castillo_core.api.v1 import (
+    DEGENERATION_TEXT,
+    V1_DETECTOR,
+    V1_HIGH_VARIANCE_LIMIT,
+    V1_MAX_NEW_TOKENS,
+    V1_MAX_PROMPT_TOKENS,
+    V1_N,
+    high_variance_limit,
+    v1_length_flags,
+)
+
+# Names whose modules load numpy or pyarrow: imported on first use, so that listing
+# plugins (which imports this module) stays fast.
+_LAZY = {
+    "LengthStats": "castillo_core.engine.stats",
+    "length_stats": "castillo_core.engine.stats",
+    "PERCENTILES_TYPE": "castillo_core.engine.schema",
+    "SCHEMA_VERSION": "castillo_core.engine.schema",
+    "V1_COLUMNS": "castillo_core.engine.schema",
+    "prompts_schema": "castillo_core.engine.schema",
+    "responses_schema": "castillo_core.engine.schema",
+    "Store": "castillo_core.engine.store",
+    "atomic_write_bytes": "castillo_core.engine.store",
+    "read_table": "castillo_core.engine.dataset",
+    "read_schema": "castillo_core.engine.dataset",
+    "config_hash": "castillo_core.engine.plan",
+    "get_plugins": "castillo_core.plugins.manager",
+    "Manifest": "castillo_core.engine.manifest",
+    "read_manifest": "castillo_core.engine.manifest",
+}
 
 
 def __getattr__(name: str) -> object:
-    """Statistics load numpy: imported on first use, so listing plugins stays fast."""
-    if name in {"LengthStats", "length_stats"}:
-        from castillo_core import stats
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'castillo_core' has no attribute {name!r}")
+    import importlib
 
-        return getattr(stats, name)
-    raise AttributeError(f"module 'castillo_core' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 __all__ = [
+    "DEGENERATION_TEXT",
+    "PERCENTILES_TYPE",
+    "SCHEMA_VERSION",
+    "V1_COLUMNS",
+    "V1_DETECTOR",
+    "V1_HIGH_VARIANCE_LIMIT",
+    "V1_MAX_NEW_TOKENS",
+    "V1_MAX_PROMPT_TOKENS",
+    "V1_N",
     "Backend",
     "BackendError",
     "BackendUnavailableError",
     "CastilloError",
     "Column",
+    "ColumnRole",
     "Completion",
     "ConfigChangedError",
     "ConfigError",
@@ -82,6 +130,7 @@ __all__ = [
     "GenerationRequest",
     "Interrupted",
     "LengthStats",
+    "Manifest",
     "Metric",
     "MetricContext",
     "ModelInfo",
@@ -95,11 +144,21 @@ __all__ = [
     "Rendered",
     "ResponseBatch",
     "SamplingSettings",
+    "Store",
     "StoreError",
     "UnknownNameError",
     "__version__",
+    "atomic_write_bytes",
+    "build_requests",
+    "config_hash",
+    "declared_columns",
+    "detectors",
     "encode_prompt",
+    "flag_column",
+    "flag_count_column",
+    "get_plugins",
     "has_chat_template",
+    "high_variance_limit",
     "hookimpl",
     "length_stats",
     "missing_requirements",
@@ -107,7 +166,13 @@ __all__ = [
     "parse_options",
     "prompt_id",
     "prompt_seed",
+    "prompts_schema",
+    "read_manifest",
+    "read_schema",
+    "read_table",
     "render_with_tokenizer",
+    "responses_schema",
     "sample_id",
     "template_ids",
+    "v1_length_flags",
 ]

@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from castillo_core.contracts import Backend, Corpus, ModelInfo, parse_options
-from castillo_core.hookspecs import hookimpl
-from castillo_core.records import (
+from castillo_core.api.contracts import Backend, Corpus, ModelInfo, parse_options
+from castillo_core.api.hookspecs import hookimpl
+from castillo_core.api.records import (
     GenerationConfig,
     GenerationRequest,
     Prompt,
@@ -30,6 +30,7 @@ from castillo_core.records import (
     Rendered,
     SamplingSettings,
 )
+from castillo_core.api.requests import build_requests
 
 
 def _mix_array(values: Any) -> Any:
@@ -189,16 +190,15 @@ def castillo_register_corpora(register: Any) -> None:
 def requests_for(
     backend: Backend, texts: Sequence[str], n: int, max_prompt_tokens: int = 2500, seed: int = 1000
 ) -> list[GenerationRequest]:
-    """Render ``texts`` with ``backend`` into requests, as the engine would (for backend tests).
+    """Render ``texts`` with ``backend`` into requests exactly as the engine does (for backend tests).
 
-    Prompt ``i`` gets seed ``seed + 97 * i``, so no two prompts share a noise stream.
+    Seeds come from :func:`castillo_core.build_requests` with run seed ``seed``: each
+    prompt's from its id, so no two prompts share a noise stream.
     """
     prompts = [Prompt(dataset="t", prompt_text=t) for t in texts]
     rendered = backend.render(prompts, max_prompt_tokens)
-    return [
-        GenerationRequest(key=i, prompt=p, rendered=r, seed=seed + 97 * i, n=n)
-        for i, (p, r) in enumerate(zip(prompts, rendered, strict=True))
-    ]
+    config = GenerationConfig(n=n, seed=seed, max_prompt_tokens=max_prompt_tokens)
+    return build_requests(prompts, rendered, config, backend=backend.name)
 
 
 def generate_sorted(backend: Backend, requests: Sequence[GenerationRequest], **config: Any) -> list[PromptResult]:

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from castillo_core.dataset import read_table
+from castillo_core.engine.dataset import read_table
 from tests.helpers import castillo
 
 ARGS = (

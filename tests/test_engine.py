@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from castillo_core.dataset import read_table
-from castillo_core.schema import V1_COLUMNS
+from castillo_core.engine.dataset import read_table
+from castillo_core.engine.schema import V1_COLUMNS
 from tests.helpers import castillo
 
 RUN = ("run", "--backend", "fake", "--corpus", "tiny", "--quiet")

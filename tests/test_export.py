@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from castillo_core.dataset import read_table
-from castillo_core.schema import V1_COLUMNS
+from castillo_core.engine.dataset import read_table
+from castillo_core.engine.schema import V1_COLUMNS
 from tests.helpers import castillo
 from tests.test_v1_import import MODEL, v1_record, write_v1
 

@@ -27,7 +27,7 @@ from castillo_core import (
     ModelSpec,
     Prompt,
 )
-from castillo_core.dataset import read_table
+from castillo_core.engine.dataset import read_table
 from castillo_core.testing import generate_sorted, requests_for
 from tests.fixtures.tiny_gguf import CHATML_WITH_BOS, cached_tiny_gguf
 from tests.helpers import castillo
@@ -84,7 +84,7 @@ _generate = generate_sorted
 def test_listing_imports_no_llama_cpp_and_shows_the_alias() -> None:
     code = (
         "import sys, json\n"
-        "from castillo_core.cli_info import backend_rows\n"
+        "from castillo_core.cli.info import backend_rows\n"
         "rows = {r['name']: r for r in backend_rows()}\n"
         "assert 'llama_cpp' not in sys.modules, 'listing imported llama_cpp'\n"
         "print(json.dumps(rows['llamacpp']))\n"
@@ -103,7 +103,7 @@ def test_without_llama_cpp_the_backend_is_listed_unavailable_with_an_install_hin
     code = (
         "import sys, json\n"
         "sys.modules['llama_cpp'] = None\n"
-        "from castillo_core.cli_info import backend_rows\n"
+        "from castillo_core.cli.info import backend_rows\n"
         "print(json.dumps({r['name']: r for r in backend_rows()}['llamacpp']))\n"
         "from castillo_core.cli import main\n"
         "sys.argv = ['castillo', 'run', '--backend', 'llamacpp', '--corpus', 'tiny', '--limit', '1', '--quiet',\n"

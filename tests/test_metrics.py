@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from castillo_core import MetricContext, ResponseBatch
-from castillo_core.dataset import read_table
+from castillo_core.engine.dataset import read_table
 from tests.helpers import castillo, make_distribution
 
 length = pytest.importorskip("castillo_metrics.length", reason="install plugins/metrics/standard")
@@ -124,7 +124,7 @@ def test_v1_length_flags_the_samples_v1_removes() -> None:
         [9_000, 9_100, 8_000, 9_200],  # long but steady: nothing
         [15_000, 15_000],  # all capped
     ]
-    flags, score = degeneration.v1_length_flags(_batch(rows, 15_000))
+    flags, score = degeneration.v1_length_scores(_batch(rows, 15_000))
     expected = [[False, False, True, False], [True] + [False] * 9, [False] * 4, [True, True]]
     assert flags.tolist() == [x for row in expected for x in row]
     assert score[2] == 1.0
@@ -133,7 +133,7 @@ def test_v1_length_flags_the_samples_v1_removes() -> None:
 def test_v1_length_scales_with_the_cap() -> None:
     cap = 1024  # high-variance limit: 1024 * 8499 // 15000 = 580
     rows = [[1023, 10, 12], [600, 10, 10, 10, 10, 10, 10, 10, 10, 10], [570, 10, 10, 10, 10, 10, 10, 10, 10, 10]]
-    flags, _ = degeneration.v1_length_flags(_batch(rows, cap))
+    flags, _ = degeneration.v1_length_scores(_batch(rows, cap))
     assert flags.tolist() == [True, False, False, True] + [False] * 9 + [False] * 10
 
 

@@ -34,7 +34,7 @@ from castillo_core import (
     Rendered,
     prompt_seed,
 )
-from castillo_core.dataset import read_table
+from castillo_core.engine.dataset import read_table
 from tests.fixtures.openai_server import LlamaServer, StubServer, environ_with, free_port, stub_length
 from tests.fixtures.tiny_gguf import cached_tiny_gguf
 from tests.helpers import castillo
@@ -122,7 +122,7 @@ def test_listing_imports_no_http_stack_and_options_are_checked() -> None:
         "import sys\n"
         "import castillo_openai.plugin\n"
         "assert 'httpx' not in sys.modules, 'registering the plugin imported httpx'\n"
-        "from castillo_core.cli_info import backend_rows\n"
+        "from castillo_core.cli.info import backend_rows\n"
         "rows = {r['name']: r for r in backend_rows()}\n"
         "assert rows['openai']['available'], rows['openai']\n"
         "assert 'castillo_openai._http' not in sys.modules and 'castillo_openai._run' not in sys.modules\n"

@@ -77,7 +77,7 @@ def test_prompts_shows_what_a_run_would_send(tmp_path: Path) -> None:
     records = [json.loads(line) for line in lines]
     assert len(records) == 4
     castillo("run", "--backend", "fake", "--corpus", "tiny", "--limit", "4", "--quiet", "--out", str(tmp_path / "o"))
-    from castillo_core.dataset import read_table
+    from castillo_core.engine.dataset import read_table
 
     stored = set(read_table(tmp_path / "o", "prompts").column("prompt_id").to_pylist())
     assert {r["prompt_id"] for r in records} == stored

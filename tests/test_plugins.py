@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from castillo_core import Backend, Column, Metric, ModelInfo, hookimpl
-from castillo_core.errors import UnknownNameError
+from castillo_core.api.errors import UnknownNameError
 from castillo_core.plugins import Plugins, get_plugins
 from tests.helpers import castillo, make_distribution
 
@@ -181,7 +181,7 @@ def test_listing_backends_does_not_import_heavy_libraries(tmp_path: Path) -> Non
     # In a fresh interpreter, listing everything imports none of the heavy libraries.
     code = (
         "import sys\n"
-        "from castillo_core.cli_info import backend_rows, corpus_rows, metric_rows\n"
+        "from castillo_core.cli.info import backend_rows, corpus_rows, metric_rows\n"
         "from castillo_core.plugins import get_plugins\n"
         "rows = backend_rows(); corpus_rows(); metric_rows()\n"
         "heavy = {'torch', 'transformers', 'vllm', 'llama_cpp', 'ray', 'datasets', 'matplotlib'}\n"
@@ -303,10 +303,10 @@ class _ScaledPlugin:
 
 
 def test_metric_options_reach_the_metric_and_nan_is_stored_as_null(castillo_plugin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from castillo_core.cli_run import build_spec_dict
-    from castillo_core.dataset import read_table
-    from castillo_core.engine import Engine
-    from castillo_core.plan import load_spec
+    from castillo_core.cli.run import build_spec_dict
+    from castillo_core.engine.dataset import read_table
+    from castillo_core.engine.engine import Engine
+    from castillo_core.engine.plan import load_spec
 
     plugins = castillo_plugin(_ScaledPlugin(), name="scaled-plugin")
     data, where = build_spec_dict(

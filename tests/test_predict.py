@@ -14,10 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from castillo_core import Predictor, hookimpl
-from castillo_core.errors import PluginError
-from castillo_core.predict import (
+from castillo_predictors.evaluation import (
     SplitSpec,
     bucketize,
     evaluate,
@@ -28,6 +25,9 @@ from castillo_core.predict import (
     split_rows,
     target_values,
 )
+
+from castillo_core import Predictor, hookimpl
+from castillo_core.api.errors import PluginError
 from tests.helpers import castillo
 
 TOPICS = ["rivers", "tax law", "sorting", "bread", "jazz", "volcanoes", "chess", "orbits", "tea", "bridges"]

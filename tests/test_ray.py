@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from castillo_core.dataset import read_table
-from castillo_core.engine import Engine
-from castillo_core.plan import load_spec
+from castillo_core.engine.dataset import read_table
+from castillo_core.engine.engine import Engine
+from castillo_core.engine.plan import load_spec
+from castillo_core.engine.progress import Progress
 from castillo_core.plugins import get_plugins
-from castillo_core.progress import Progress
 from tests.helpers import castillo
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -86,7 +86,7 @@ def ray_local() -> Iterator[Any]:
 
 def _run(data: dict[str, Any], progress: Progress | None = None, **ray: Any) -> Any:
     """Run a spec in-process, locally or (with executor options) through Ray."""
-    from castillo_core.executor_ray import RayExecutor
+    from castillo_core.executors.ray import RayExecutor
 
     executor = RayExecutor(**ray) if ray else None
     engine = Engine(load_spec(data, "test"), get_plugins(), progress=progress, flush_responses=6, executor=executor)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from castillo_core.dataset import read_table
+from castillo_core.engine.dataset import read_table
 from tests.helpers import castillo
 
 pytest.importorskip("matplotlib", reason="castillo report draws with matplotlib (pip install matplotlib)")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from castillo_predictors.simulate import FCFS, ORACLE, Jobs, QueueConfig, draw_jobs, schedule, simulate_policies
 
-from castillo_core.simulate import FCFS, ORACLE, Jobs, QueueConfig, draw_jobs, schedule, simulate_policies
 from tests.helpers import castillo
 
 

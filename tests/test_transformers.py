@@ -28,7 +28,7 @@ from castillo_core import (
     Prompt,
     PromptResult,
 )
-from castillo_core.dataset import read_table
+from castillo_core.engine.dataset import read_table
 from castillo_core.testing import generate_sorted, requests_for
 from tests.fixtures.tiny_hf import cached_tiny_hf, smollm2_dir
 from tests.helpers import castillo
@@ -110,7 +110,7 @@ def raw_ids(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[int, int], list[int]]
 def test_listing_imports_no_torch_and_shows_the_alias() -> None:
     code = (
         "import sys, json\n"
-        "from castillo_core.cli_info import backend_rows\n"
+        "from castillo_core.cli.info import backend_rows\n"
         "rows = {r['name']: r for r in backend_rows()}\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'listing imported torch'\n"
         "print(json.dumps(rows['transformers']))\n"
@@ -124,7 +124,7 @@ def test_without_torch_the_backend_is_unavailable_with_an_install_hint() -> None
     code = (
         "import sys, json\n"
         "sys.modules['torch'] = None\n"
-        "from castillo_core.cli_info import backend_rows\n"
+        "from castillo_core.cli.info import backend_rows\n"
         "print(json.dumps({r['name']: r for r in backend_rows()}['transformers']))\n"
     )
     row = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)

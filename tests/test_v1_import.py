@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from castillo_core.dataset import read_table
-from castillo_core.ids import prompt_id, sample_id
-from castillo_core.schema import V1_COLUMNS, prompts_schema
+from castillo_core.api.ids import prompt_id, sample_id
+from castillo_core.engine.dataset import read_table
+from castillo_core.engine.schema import V1_COLUMNS, prompts_schema
 from tests.helpers import castillo
 
 MODEL = "meta-llama--Llama-3.2-1B-Instruct"

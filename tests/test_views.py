@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from castillo_core.dataset import read_table
+from castillo_core.engine.dataset import read_table
 from tests.helpers import castillo
 from tests.test_v1_import import MODEL, small_v1, v1_record, write_v1
 

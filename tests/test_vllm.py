@@ -248,7 +248,7 @@ def test_registering_the_plugin_imports_neither_vllm_nor_torch() -> None:
 
 
 def _read(out: Path) -> tuple[list[dict], list[dict]]:
-    from castillo_core.dataset import read_table
+    from castillo_core.engine.dataset import read_table
 
     return read_table(out, "prompts").to_pylist(), read_table(out, "responses").to_pylist()
 

@@ -1,4 +1,4 @@
-"""Prompt rendering for vLLM: castillo's shared tokenizer rendering (castillo_core.rendering).
+"""Prompt rendering for vLLM: castillo's shared tokenizer rendering (castillo_core.api.rendering).
 
 castillo renders here instead of letting vLLM tokenize text, so that the ids that are
 counted (``input_size``) are the ids that are generated from, and so that one model

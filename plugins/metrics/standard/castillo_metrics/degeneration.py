@@ -19,28 +19,33 @@ from typing import Any
 
 import numpy as np
 
-from castillo_core import Column, Metric, ResponseBatch, hookimpl
+from castillo_core import (
+    V1_DETECTOR,
+    V1_HIGH_VARIANCE_LIMIT,
+    V1_MAX_NEW_TOKENS,
+    Column,
+    Metric,
+    ResponseBatch,
+    flag_column,
+    flag_count_column,
+    hookimpl,
+    v1_length_flags,
+)
 from castillo_metrics.repetition import MAX_COMPRESSION, NEEDLE, WINDOW, repetition_scores
 
-V1_CAP = 15_000
-V1_HIGH_VARIANCE_LIMIT = 8_499
+REPETITION = "repetition"
 
 
-def v1_length_flags(batch: ResponseBatch) -> tuple[np.ndarray, np.ndarray]:
-    """Per response: v1-length flag and score (share of the cap used)."""
+def v1_length_scores(batch: ResponseBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Per response: v1-length flag (castillo_core's v1 rule) and score (share of the cap used)."""
     tokens = np.asarray(batch.output_tokens, dtype=np.int64)
     cap = int(batch.max_new_tokens)
     if len(tokens) == 0:
         return np.zeros(0, dtype=bool), np.zeros(0)
     counts = np.diff(batch.offsets)
     mean = batch.reduce(tokens, "mean")
-    deviation = (tokens - np.repeat(mean, counts)) ** 2
-    std = np.sqrt(batch.reduce(deviation, "mean"))  # population std, as v1
-    longest = batch.reduce(tokens, "max")
-    limit = cap * V1_HIGH_VARIANCE_LIMIT // V1_CAP
-    high_variance = np.repeat((std > 2 * mean) & (longest > limit), counts)
-    flag = (tokens >= cap - 1) | (high_variance & (tokens > limit))
-    return flag, tokens / max(cap, 1)
+    std = np.sqrt(batch.reduce((tokens - np.repeat(mean, counts)) ** 2, "mean"))  # population std, as v1
+    return v1_length_flags(tokens, batch.offsets, mean, std, cap), tokens / max(cap, 1)
 
 
 class DegenerationMetric(Metric):
@@ -51,15 +56,14 @@ class DegenerationMetric(Metric):
 
     def response_columns(self) -> list[Column]:
         return [
-            Column(
-                "degenerate_v1_length",
-                "bool",
-                "v1's rule: reached the cap, or above 8499/15000 of it in a high-variance prompt (std > 2 x mean)",
+            Column.flag(
+                V1_DETECTOR,
+                f"v1's rule: reached the cap, or above {V1_HIGH_VARIANCE_LIMIT}/{V1_MAX_NEW_TOKENS} of it in a "
+                "high-variance prompt (std > 2 x mean)",
             ),
-            Column("v1_length_score", "float64", "output_tokens / max_new_tokens"),
-            Column(
-                "degenerate_repetition",
-                "bool",
+            Column("v1_length_score", "float64", "output_tokens / max_new_tokens", role="score", detector=V1_DETECTOR),
+            Column.flag(
+                REPETITION,
                 f"ends in a repetition loop: the last {WINDOW} characters (digits as 0) repeat their final "
                 f"{NEEDLE}-byte n-gram and are one exact loop or compress below {MAX_COMPRESSION}",
             ),
@@ -67,6 +71,8 @@ class DegenerationMetric(Metric):
                 "repetition_score",
                 "float64",
                 "1 for an exact loop, else 1 - zlib compression ratio of the tail (0 when it does not end in a repeat)",
+                role="score",
+                detector=REPETITION,
             ),
             Column(
                 "repetition_period",
@@ -82,19 +88,31 @@ class DegenerationMetric(Metric):
 
     def prompt_columns(self) -> list[Column]:
         return [
-            Column("n_degenerate_v1_length", "int64", "samples flagged by v1-length"),
-            Column("v1_length_score_max", "float64", "highest v1-length score (output_max / max_new_tokens)"),
-            Column("n_degenerate_repetition", "int64", "samples flagged by repetition"),
-            Column("repetition_score_max", "float64", "highest repetition score of the prompt's samples"),
+            Column.flag_count(V1_DETECTOR, "samples flagged by v1-length"),
+            Column(
+                "v1_length_score_max",
+                "float64",
+                "highest v1-length score (output_max / max_new_tokens)",
+                role="score",
+                detector=V1_DETECTOR,
+            ),
+            Column.flag_count(REPETITION, "samples flagged by repetition"),
+            Column(
+                "repetition_score_max",
+                "float64",
+                "highest repetition score of the prompt's samples",
+                role="score",
+                detector=REPETITION,
+            ),
         ]
 
     def score(self, batch: ResponseBatch) -> Mapping[str, Sequence[Any] | np.ndarray]:
-        v1_flag, v1_score = v1_length_flags(batch)
+        v1_flag, v1_score = v1_length_scores(batch)
         repetition = repetition_scores(batch.texts)
         return {
-            "degenerate_v1_length": v1_flag,
+            flag_column(V1_DETECTOR): v1_flag,
             "v1_length_score": v1_score,
-            "degenerate_repetition": repetition.flag,
+            flag_column(REPETITION): repetition.flag,
             "repetition_score": repetition.score,
             "repetition_period": repetition.period,
             "repetition_compression": repetition.compression,
@@ -104,9 +122,9 @@ class DegenerationMetric(Metric):
         if batch.n_prompts == 0:
             return {c.name: np.empty(0) for c in self.prompt_columns()}
         return {
-            "n_degenerate_v1_length": batch.reduce(batch.column("degenerate_v1_length"), "sum"),
+            flag_count_column(V1_DETECTOR): batch.reduce(batch.column(flag_column(V1_DETECTOR)), "sum"),
             "v1_length_score_max": batch.reduce(batch.column("v1_length_score"), "max"),
-            "n_degenerate_repetition": batch.reduce(batch.column("degenerate_repetition"), "sum"),
+            flag_count_column(REPETITION): batch.reduce(batch.column(flag_column(REPETITION)), "sum"),
             "repetition_score_max": batch.reduce(batch.column("repetition_score"), "max"),
         }
 

@@ -131,9 +131,14 @@ class LengthMetric(Metric):
 
     def response_columns(self) -> list[Column]:
         return [
-            Column("n_chars", "int64", "characters (Unicode code points) of the response text"),
-            Column("n_words", "int64", "whitespace-separated words of the response text (str.split)"),
-            Column("n_lines", "int64", "lines of the response text (newlines, plus an unterminated last line)"),
+            Column("n_chars", "int64", "characters (Unicode code points) of the response text", role="count"),
+            Column("n_words", "int64", "whitespace-separated words of the response text (str.split)", role="count"),
+            Column(
+                "n_lines",
+                "int64",
+                "lines of the response text (newlines, plus an unterminated last line)",
+                role="count",
+            ),
         ]
 
     def prompt_columns(self) -> list[Column]:
@@ -141,7 +146,7 @@ class LengthMetric(Metric):
         for kind in self._KINDS:
             what = kind.removeprefix("n_")
             out.append(Column(f"{kind}_mean", "float64", f"mean {what} per response of this prompt"))
-            out.append(Column(f"{kind}_max", "int64", f"most {what} of any response of this prompt"))
+            out.append(Column(f"{kind}_max", "int64", f"most {what} of any response of this prompt", role="count"))
         return out
 
     def score(self, batch: ResponseBatch) -> Mapping[str, Sequence[Any] | np.ndarray]:

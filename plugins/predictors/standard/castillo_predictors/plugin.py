@@ -21,3 +21,12 @@ PREDICTORS = (MeanPredictor, InputSizePredictor, TfidfRidgePredictor, TfidfGbmPr
 def castillo_register_predictors(register: Any) -> None:
     for cls in PREDICTORS:
         register(cls)
+
+
+@hookimpl
+def castillo_register_commands(cli: Any) -> None:
+    from castillo_predictors.predict_command import command as predict
+    from castillo_predictors.simulate_command import command as simulate
+
+    cli.add_command(predict)
+    cli.add_command(simulate)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from castillo_core import Preset, hookimpl
+from castillo_core import V1_MAX_NEW_TOKENS, V1_MAX_PROMPT_TOKENS, V1_N, Preset, hookimpl
 
 V1_MODELS: tuple[tuple[str, str], ...] = (
     ("meta-llama/Llama-3.2-1B-Instruct", "fp16"),
@@ -35,7 +35,13 @@ CASTILLO_V1 = Preset(
     description="CASTILLO v1's grid: 13 models x 7 corpora, N=10, each model's defaults, cap 15,000",
     models=tuple({"model": model, "dtype": dtype} for model, dtype in V1_MODELS),
     corpora=tuple({"name": name} for name in V1_CORPORA),
-    generation={"n": 10, "model_defaults": True, "max_new_tokens": 15_000, "max_prompt_tokens": 2_500, "seed": 0},
+    generation={
+        "n": V1_N,
+        "model_defaults": True,
+        "max_new_tokens": V1_MAX_NEW_TOKENS,
+        "max_prompt_tokens": V1_MAX_PROMPT_TOKENS,
+        "seed": 0,
+    },
     notes="Pass --backend; point --source at local copies of the corpora when the hub is not reachable.",
 )
 

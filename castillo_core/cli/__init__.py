@@ -1,0 +1,206 @@
+"""The ``castillo`` command.
+
+Commands stay thin: they parse options into a run spec or a query and hand it to the
+engine or the dataset reader. Plugins add their own commands through the
+``castillo_register_commands`` hook. User errors (:class:`CastilloError`) print one
+clear message and exit 2 (130 when interrupted); ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from castillo_core import __version__
+from castillo_core.api.errors import CastilloError, ConfigError
+
+
+def _parse_kv(values: tuple[str, ...], option: str) -> dict[str, Any]:
+    """KEY=VALUE pairs; values are read as JSON when they parse (numbers, booleans, lists)."""
+    out: dict[str, Any] = {}
+    for item in values:
+        if "=" not in item:
+            raise ConfigError(f"{option} {item!r}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+class _Group(click.Group):
+    """A group that turns CastilloError into a one-line message and a clean exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except CastilloError as exc:
+            if debug:
+                raise
+            click.secho(f"error: {exc}", fg="red", err=True)
+            if getattr(exc, "exit_code", 2) == 130:
+                click.echo("re-run the same command to resume", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            click.secho("interrupted: re-run the same command to resume", fg="yellow", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="castillo")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+def cli(debug: bool) -> None:
+    """castillo: measure the response-length distributions of LLMs."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="A TOML grid file.")
+@click.option("--preset", help="Start from a named preset (see `castillo list presets`), e.g. castillo-v1.")
+@click.option("--backend", help="Inference backend (see `castillo list backends`).")
+@click.option("--model", "models", multiple=True, help="Model id, path or alias; repeat for several.")
+@click.option("--revision", help="Model revision (commit, tag or branch).")
+@click.option("--dtype", help="Model dtype (auto, bf16, fp16, fp32), where the backend takes one.")
+@click.option(
+    "-B",
+    "--backend-option",
+    "backend_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A backend option, e.g. n_ctx=4096; repeatable.",
+)
+@click.option("--corpus", "corpora", multiple=True, help="Corpus name; repeat for several.")
+@click.option("--source", help="Corpus source: a local file or directory (default: the corpus's own).")
+@click.option("--split", help="Corpus split (train, validate, test, full, ...).")
+@click.option("--limit", type=int, help="Use the first LIMIT prompts of the selection.")
+@click.option("--sample-seed", type=int, help="Seed of the corpus's prompt sampling (default 42).")
+@click.option(
+    "-C", "--corpus-option", "corpus_options", multiple=True, metavar="KEY=VALUE", help="A corpus option; repeatable."
+)
+@click.option("-n", "--n", "n", type=int, help="Completions per prompt (default 10).")
+@click.option("--temperature", type=float)
+@click.option("--top-p", type=float)
+@click.option("--top-k", type=int)
+@click.option("--min-p", type=float)
+@click.option("--repetition-penalty", type=float)
+@click.option("--max-new-tokens", type=int, help="Cap on generated tokens per completion (default 1024).")
+@click.option("--max-prompt-tokens", type=int, help="Longer prompts are truncated and flagged (default 2500).")
+@click.option("--seed", type=int, help="Run seed; each prompt's seed derives from it and the prompt id.")
+@click.option(
+    "--model-defaults",
+    is_flag=True,
+    default=None,
+    help="Use the model's own generation config with sampling on (CASTILLO v1's setting).",
+)
+@click.option("--metric", "metrics", multiple=True, help="Metric to apply (default: every installed one).")
+@click.option("--no-metrics", is_flag=True, help="Apply no metric plugins.")
+@click.option(
+    "-M",
+    "--metric-option",
+    "metric_options",
+    multiple=True,
+    metavar="METRIC.KEY=VALUE",
+    help="An option of one metric, e.g. degeneration.compression_threshold=0.2; repeatable.",
+)
+@click.option("--out", help="Output directory (default runs/castillo). Re-running resumes.")
+@click.option("--no-text", is_flag=True, help="Do not keep response texts in the responses table.")
+@click.option("--strict", is_flag=True, help="Fail when a corpus rejects any record.")
+@click.option("--quiet", is_flag=True, help="No live display; warnings only.")
+@click.option("--log-json", is_flag=True, help="Progress as JSON lines on stderr (batch jobs).")
+@click.option(
+    "--flush-every",
+    type=int,
+    default=20_000,
+    show_default=True,
+    help="Write a part every this many responses (and at least every 30 s).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Run here, or as Ray tasks on a cluster (pip install 'castillo[ray]'; see docs/distributed.md).",
+)
+@click.option(
+    "--ray-address", help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: $RAY_ADDRESS, else local)."
+)
+@click.option("--shard-size", type=int, help="Ray: split cells into tasks of at most this many prompts.")
+@click.option("--max-retries", type=int, help="Ray: retry a failed task this many times (default 2).")
+@click.option(
+    "-R",
+    "--task-resource",
+    "task_resources",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Ray: a resource each task asks for, e.g. num_gpus=1, num_cpus=4, memory=16e9; repeatable.",
+)
+@click.option("--dry-run", is_flag=True, help="Show the plan and its cost; load no model, write nothing.")
+@click.option("--estimate-from", type=click.Path(), help="A dataset whose mean lengths estimate the cost.")
+@click.option("--tokens-per-second", type=float, help="Throughput for the time estimate of --dry-run.")
+@click.option("--probe", is_flag=True, help="With --dry-run: measure tokens/s on the real backend first.")
+@click.pass_context
+def run(ctx: click.Context, **opts: Any) -> None:
+    """Sample N completions per prompt for a grid of models x corpora and store them."""
+    from castillo_core.cli.run import execute
+
+    execute(opts, argv=sys.argv)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """Installed plugins: where each came from, what it provides, why it failed."""
+    from castillo_core.cli.info import show_plugins
+
+    show_plugins(as_json)
+
+
+@cli.command("list")
+@click.argument("kind", type=click.Choice(["backends", "corpora", "metrics", "presets", "predictors"]))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_(kind: str, as_json: bool) -> None:
+    """List backends, corpora, metrics or presets."""
+    from castillo_core.cli.info import show_list
+
+    show_list(kind, as_json)
+
+
+@cli.command()
+@click.argument("out", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show(out: str, as_json: bool) -> None:
+    """Per model x dataset: prompts, mean length, mean std, CV and share capped."""
+    from castillo_core.cli.info import show_summary
+
+    show_summary(out, as_json)
+
+
+def _add_core_commands() -> None:
+    """The core's own commands beyond run/plugins/list/show (each imports its work lazily)."""
+    from castillo_core.cli.install import install, uninstall
+    from castillo_core.cli.prompts import command as prompts
+
+    for command in (install, prompts, uninstall):
+        if command.name not in cli.commands:
+            cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script: add core and plugin commands, then run."""
+    from castillo_core.plugins import get_plugins
+
+    _add_core_commands()
+    get_plugins().register_commands(cli)
+    cli.main(args=argv, prog_name="castillo")
+
+
+if __name__ == "__main__":
+    main()

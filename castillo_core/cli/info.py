@@ -1,0 +1,191 @@
+"""``castillo plugins``, ``castillo list`` and ``castillo show``: read-only views.
+
+None of these may import a heavy library: listing a backend reports whether its
+library is installed by looking for it (``find_spec``), never by importing it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from castillo_core.plugins import get_plugins
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _table(title: str, columns: list[str]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def show_plugins(as_json: bool) -> None:
+    plugins = get_plugins()
+    records = sorted(plugins.records.values(), key=lambda r: (r.status == "builtin", r.name))
+    if as_json:
+        print(json.dumps([r.as_dict() for r in records], indent=2))
+        return
+    table = _table("castillo plugins", ["plugin", "distribution", "version", "status", "provides / error"])
+    for r in records:
+        detail = r.error if r.error else ", ".join(r.provides) or "-"
+        style = {"failed": "red", "disabled": "dim"}.get(r.status)
+        table.add_row(r.name, r.distribution, r.version, r.status, detail, style=style)
+    console = _console()
+    console.print(table)
+    unavailable = [e for e in plugins.entries("backend") if not e.available]
+    for entry in unavailable:
+        hint = getattr(entry.cls, "install_hint", "") or "install its library"
+        console.print(
+            f"backend {entry.name}: needs {', '.join(entry.missing())} ({hint})", style="yellow", markup=False
+        )
+
+
+def backend_rows() -> list[dict[str, Any]]:
+    rows = []
+    for entry in get_plugins().entries("backend"):
+        cls: Any = entry.cls
+        missing = entry.missing()
+        try:
+            aliases = cls.model_aliases()
+        except Exception as exc:  # noqa: BLE001 - a listing must not die on one plugin
+            aliases = {"(error)": str(exc)}
+        rows.append(
+            {
+                "name": entry.name,
+                "aliases": [a for a in entry.aliases if a != entry.name],
+                "plugin": entry.plugin,
+                "available": not missing,
+                "missing": missing,
+                "install": cls.install_hint if missing else "",
+                "default_model": cls.default_model,
+                "model_aliases": aliases,
+                "description": cls.description,
+            }
+        )
+    return rows
+
+
+def corpus_rows() -> list[dict[str, Any]]:
+    rows = []
+    for entry in get_plugins().entries("corpus"):
+        cls: Any = entry.cls
+        rows.append(
+            {
+                "name": entry.name,
+                "dataset": cls.dataset,
+                "plugin": entry.plugin,
+                "source": cls.source_note,
+                "size": cls.size,
+                "license": cls.license,
+                "default_split": cls.default_split,
+                "available": not entry.missing(),
+                "missing": entry.missing(),
+                "description": cls.description,
+            }
+        )
+    return rows
+
+
+def metric_rows(kind: str = "metric") -> list[dict[str, Any]]:
+    """Rows for kinds described only by name, availability and description."""
+    rows = []
+    for entry in get_plugins().entries(kind):
+        cls: Any = entry.cls
+        rows.append(
+            {
+                "name": entry.name,
+                "plugin": entry.plugin,
+                "available": not entry.missing(),
+                "missing": entry.missing(),
+                "description": cls.description,
+            }
+        )
+    return rows
+
+
+def preset_rows() -> list[dict[str, Any]]:
+    rows = []
+    for entry in get_plugins().entries("preset"):
+        preset: Any = entry.cls
+        rows.append(
+            {
+                "name": entry.name,
+                "plugin": entry.plugin,
+                "description": preset.description,
+                "models": [m.get("model") for m in preset.models],
+                "corpora": [c.get("name") for c in preset.corpora],
+                "generation": preset.generation,
+            }
+        )
+    return rows
+
+
+def show_list(kind: str, as_json: bool) -> None:
+    rows = {
+        "backends": backend_rows,
+        "corpora": corpus_rows,
+        "metrics": metric_rows,
+        "presets": preset_rows,
+        "predictors": lambda: metric_rows("predictor"),
+    }[kind]()
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    console = _console()
+    if kind == "backends":
+        table = _table("backends", ["name", "status", "default model", "model aliases", "description"])
+        for r in rows:
+            status = "available" if r["available"] else f"missing {', '.join(r['missing'])}: {r['install']}"
+            aliases = "\n".join(f"{k} -> {v}" for k, v in r["model_aliases"].items()) or "-"
+            name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
+            table.add_row(name, status, r["default_model"] or "-", aliases, r["description"])
+    elif kind == "corpora":
+        table = _table("corpora", ["name", "dataset", "source", "size", "license", "split"])
+        for r in rows:
+            source = r["source"] + ("" if r["available"] else f" (needs {', '.join(r['missing'])})")
+            table.add_row(r["name"], r["dataset"], source, str(r["size"]), r["license"], r["default_split"])
+    elif kind == "presets":
+        table = _table("presets", ["name", "models", "corpora", "description"])
+        for r in rows:
+            table.add_row(r["name"], str(len(r["models"])), ", ".join(str(c) for c in r["corpora"]), r["description"])
+    else:
+        table = _table(kind, ["name", "status", "description"])
+        for r in rows:
+            table.add_row(
+                r["name"], "available" if r["available"] else f"missing {', '.join(r['missing'])}", r["description"]
+            )
+    console.print(table)
+
+
+def show_summary(out: str, as_json: bool) -> None:
+    from castillo_core.engine.dataset import read_table, summarize
+
+    columns = ["model", "dataset", "output_mean", "output_std", "n_length_capped", "n_samples"]
+    rows = summarize(read_table(out, "prompts", columns=columns))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = _table(f"castillo show {out}", ["model", "dataset", "prompts", "mean length", "mean std", "CV", "capped"])
+    for r in rows:
+        capped = f"{100 * r['share_capped']:.1f}%" if "share_capped" in r else "-"
+        table.add_row(
+            r["model"],
+            r["dataset"],
+            str(r["prompts"]),
+            f"{r['mean_length']:.1f}",
+            f"{r['mean_std']:.1f}",
+            f"{r['mean_cv']:.3f}",
+            capped,
+        )
+    console = _console()
+    console.print(table)
+    if not rows:
+        console.print(f"{out} holds no prompts yet")

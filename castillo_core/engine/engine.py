@@ -1,0 +1,238 @@
+"""The engine: run a grid of cells, resumably, into a store.
+
+Data flows one way: corpus -> prompts -> backend (render, generate) -> completions ->
+metrics -> per-prompt aggregation -> store. The :class:`Engine` is the driver: it checks
+the plan against what the output holds before any model loads, keeps the manifest (it is
+its only writer during a run), and hands the work to an executor. Executors use this
+public API, and only it:
+
+- :meth:`Engine.prepare` reads cells' prompts and what is stored, and returns the
+  :class:`PendingCell` s left to generate (finished cells go to the summary as skipped);
+- :meth:`Engine.runner` builds the :class:`CellRunner` that generates a pending cell on
+  an opened model and writes its parts (workers build theirs with
+  :meth:`Engine.runner_settings` and their own store and progress);
+- :meth:`Engine.cell_started` and :meth:`Engine.record` put a cell's provenance and
+  outcome into the manifest;
+- :meth:`Engine.stored` says which prompt ids of a cell the store holds now.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from castillo_core.api.contracts import Metric
+from castillo_core.api.errors import ConfigChangedError, Interrupted
+from castillo_core.engine.manifest import Manifest, RunRecord, now
+from castillo_core.engine.plan import Cell, RunSpec, describe_difference, expand
+from castillo_core.engine.progress import Progress
+from castillo_core.engine.prompts import PromptSet, select_prompts
+from castillo_core.engine.runner import CellRunner, RunnerSettings
+from castillo_core.engine.signals import StopFlag
+from castillo_core.engine.store import Store
+from castillo_core.engine.work import CellResult, PendingCell, RunSummary
+from castillo_core.executors import Executor
+from castillo_core.plugins.manager import Plugins
+
+log = logging.getLogger(__name__)
+
+
+def load_prompts(cell: Cell) -> PromptSet:
+    """Read a cell's prompts (see :func:`castillo_core.engine.prompts.select_prompts`)."""
+    return select_prompts(cell.corpus_cls, cell.selection)
+
+
+class Engine:
+    """Runs a spec's cells into a store, resuming whatever is already there."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        plugins: Plugins,
+        progress: Progress | None = None,
+        flush_responses: int = 20_000,
+        flush_seconds: float = 30.0,
+        stop: StopFlag | None = None,
+        argv: Sequence[str] | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.spec = spec
+        self.plugins = plugins
+        self.progress = progress or Progress()
+        self.flush_responses = flush_responses
+        self.flush_seconds = flush_seconds
+        self.stop: Any = stop if stop is not None else StopFlag()
+        self.argv = list(argv or [])
+        self.executor = executor
+        self.store = Store(spec.out)
+        self.cells = expand(spec, plugins)
+        self.metric_classes = self._metric_classes()
+        self.manifest = Manifest()
+
+    def _metric_classes(self) -> list[type[Metric]]:
+        if self.spec.metrics is None:
+            return [e.cls for e in self.plugins.entries("metric") if e.available]
+        return [self.plugins.metric(name) for name in self.spec.metrics]
+
+    # -- checks before any model is loaded ------------------------------------------------
+
+    def check_configs(self) -> None:
+        """Refuse cells whose (model, dataset) the output holds under another config."""
+        for cell in self.cells:
+            for old_hash, old in self.manifest.cells.items():
+                same_cell = old.model == cell.model and old.dataset == cell.dataset
+                if same_cell and old_hash != cell.config_hash:
+                    diff = describe_difference(old.config, cell.config)
+                    raise ConfigChangedError(
+                        f"{self.store.root} already holds {cell.label} under config {old_hash}; this run asks for "
+                        f"config {cell.config_hash}. What differs:\n  "
+                        + "\n  ".join(diff or ["(unknown)"])
+                        + "\nUse a different --out for a different config, or re-run the original command to resume."
+                    )
+            foreign = [h for h in self.store.finished(cell.model, cell.dataset) if h != cell.config_hash]
+            if foreign:
+                raise ConfigChangedError(
+                    f"{self.store.root} holds parts of {cell.label} written under config {foreign[0]} (the manifest "
+                    f"does not say how it differs); this run asks for config {cell.config_hash}. Use another --out."
+                )
+
+    # -- running -----------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        """Check, record the run, execute every cell (locally unless told otherwise), record the end."""
+        from castillo_core import __version__
+        from castillo_core.executors.local import LocalExecutor
+
+        report = self.store.open()
+        self.manifest = self.store.read_manifest()
+        self.check_configs()
+        for message in report.messages():
+            self.progress.message(message, "warning")
+        record = RunRecord(argv=self.argv, spec=self.spec.model_dump(mode="json"))
+        self.manifest.runs.append(record)
+        if self.manifest.castillo_version is None:
+            self.manifest.castillo_version = __version__
+        self.save_manifest()
+        summary = RunSummary(out=str(self.store.root))
+        self.progress.start_run(len(self.cells))
+        try:
+            (self.executor or LocalExecutor()).execute(self, summary)
+            if self.stop:
+                raise Interrupted("interrupted; re-run the same command to resume")
+            record.status = "done" if summary.ok else "incomplete"
+        except Interrupted:
+            record.status = "interrupted"
+            raise
+        except BaseException:
+            record.status = "failed"
+            raise
+        finally:
+            record.finished = now()
+            self.save_manifest()
+        return summary
+
+    def groups(self, cells: list[Cell] | None = None) -> list[list[Cell]]:
+        """Cells grouped by model (backend and model spec), in plan order: each group opens one model."""
+        groups: dict[tuple[str, str], list[Cell]] = {}
+        for cell in self.cells if cells is None else cells:
+            groups.setdefault(cell.model_key, []).append(cell)
+        return list(groups.values())
+
+    def stored(self, cell: Cell) -> set[str]:
+        """The prompt ids of ``cell`` (its config) the store holds now."""
+        return self.store.finished(cell.model, cell.dataset).get(cell.config_hash, set())
+
+    def prepare(self, cells: list[Cell], summary: RunSummary) -> list[PendingCell]:
+        """Read the cells' prompts and what is stored; finished cells go to ``summary`` as skipped."""
+        pending: list[PendingCell] = []
+        for cell in cells:
+            prompt_set = load_prompts(cell)
+            done_ids = self.stored(cell)
+            remaining = [p for p in prompt_set.prompts if p.prompt_id not in done_ids]
+            already = len(prompt_set.prompts) - len(remaining)
+            self._announce(cell, prompt_set)
+            entry = self.manifest.cell(cell.config_hash, cell.model, cell.dataset)
+            entry.model_id = cell.model_id
+            entry.backend = cell.backend_cls.name
+            entry.config = cell.config
+            entry.prompts_total = len(prompt_set.prompts)
+            entry.rejected = len(prompt_set.rejections)
+            entry.duplicates_merged = sum(prompt_set.duplicates.values())
+            if remaining:
+                pending.append(PendingCell(cell, prompt_set, remaining, already))
+                continue
+            entry.status, entry.prompts_done = "done", len(prompt_set.prompts)
+            total = len(prompt_set.prompts)
+            summary.cells.append(
+                CellResult(
+                    cell.label,
+                    cell.config_hash,
+                    "skipped",
+                    total,
+                    already,
+                    rejections=prompt_set.rejections,
+                    duplicates=prompt_set.duplicates,
+                )
+            )
+            self.progress.start_cell(cell.label, total, already)
+            self.progress.end_cell(cell.label, "skipped")
+        self.save_manifest()
+        return pending
+
+    def runner_settings(self) -> RunnerSettings:
+        """What a :class:`CellRunner` needs to write like this engine (picklable: it travels to workers)."""
+        return RunnerSettings(
+            metric_classes=list(self.metric_classes),
+            metric_options=self.spec.metric_options,
+            keep_text=self.spec.keep_text,
+            flush_responses=self.flush_responses,
+            flush_seconds=self.flush_seconds,
+        )
+
+    def runner(self) -> CellRunner:
+        """A runner writing into this engine's store, reporting to its progress, obeying its stop flag."""
+        return CellRunner(self.store, self.runner_settings(), self.progress, self.stop)
+
+    # -- the manifest ---------------------------------------------------------------------
+
+    def cell_started(self, result: CellResult) -> None:
+        """Mark a cell running with its provenance (written before generation starts)."""
+        entry = self.manifest.cells[result.config_hash]
+        entry.status = "running"
+        if result.provenance is not None:
+            entry.provenance = result.provenance
+        self.save_manifest()
+
+    def record(self, result: CellResult, stored: int | None = None) -> None:
+        """Put a cell's outcome into the manifest; ``stored`` overrides the prompts-done count."""
+        entry = self.manifest.cells[result.config_hash]
+        entry.status = result.status
+        entry.prompts_done = result.already_done + result.written if stored is None else stored
+        if result.provenance is not None:
+            entry.provenance = result.provenance
+        if result.backend_report:
+            entry.backend_report = result.backend_report
+        entry.rejected_records = [r.model_dump() for r in result.rejections[:100]]
+        if result.error:
+            entry.errors = [*entry.errors, result.error][-20:]
+        self.save_manifest()
+
+    def save_manifest(self) -> None:
+        self.store.write_manifest(self.manifest)
+
+    def _announce(self, cell: Cell, prompt_set: PromptSet) -> None:
+        if prompt_set.rejections:
+            first = prompt_set.rejections[0]
+            self.progress.message(
+                f"{cell.label}: {len(prompt_set.rejections)} record(s) rejected (first: {first.source} record "
+                f"{first.index}: {first.reason})",
+                "warning",
+            )
+        if prompt_set.duplicates:
+            extra = sum(prompt_set.duplicates.values())
+            self.progress.message(
+                f"{cell.label}: {len(prompt_set.duplicates)} prompt text(s) appear more than once ({extra} extra "
+                f"cop{'y' if extra == 1 else 'ies'}); each is generated once",
+                "warning",
+            )

@@ -1,0 +1,81 @@
+"""Buffering finished prompts and writing them as atomic parts, by size or by age.
+
+A crash loses at most one buffer (``flush_responses`` responses or ``flush_seconds``
+seconds of work); everything flushed is a finished prompt the next run skips.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from castillo_core.api.contracts import Metric
+from castillo_core.api.records import GenerationRequest, PromptResult
+from castillo_core.engine.plan import Cell
+from castillo_core.engine.progress import Progress
+from castillo_core.engine.rows import CellContext, Finished, build_tables, metric_columns
+from castillo_core.engine.store import Store
+from castillo_core.engine.work import CellResult
+
+log = logging.getLogger(__name__)
+
+
+class PartWriter:
+    """Buffers one cell's finished prompts and writes them into the store as parts."""
+
+    def __init__(
+        self,
+        store: Store,
+        cell: Cell,
+        ctx: CellContext,
+        metrics: list[Metric],
+        metadata: dict[str, Any],
+        result: CellResult,
+        progress: Progress,
+        flush_responses: int,
+        flush_seconds: float,
+    ) -> None:
+        self.store = store
+        self.cell = cell
+        self.ctx = ctx
+        self.metrics = metrics
+        self.metadata = metadata
+        self.result = result
+        self.progress = progress
+        self.flush_responses = flush_responses
+        self.flush_seconds = flush_seconds
+        self.buffer: list[Finished] = []
+        self.responses = 0
+        self.tokens = 0
+        self.last_flush = time.monotonic()
+        metric_columns(metrics)  # fail early on a metric whose columns cannot be listed
+
+    def add(self, request: GenerationRequest, out: PromptResult) -> None:
+        """Buffer one validated result; flush when the buffer is big or old enough."""
+        self.buffer.append(Finished(request, out.completions, out.gen_time, out.input_size))
+        self.responses += len(out.completions)
+        tokens = sum(c.output_tokens for c in out.completions)
+        self.tokens += tokens
+        self.progress.advance(1, tokens)
+        if self.responses >= self.flush_responses or time.monotonic() - self.last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            prompts, responses = build_tables(self.buffer, self.ctx, self.metrics)
+            self.store.write_part(
+                self.cell.model, self.cell.dataset, self.cell.config_hash, prompts, responses, self.metadata
+            )
+            self.result.written += len(self.buffer)
+            self.result.responses += self.responses
+            self.result.tokens += self.tokens
+        self.buffer, self.responses, self.tokens = [], 0, 0
+        self.last_flush = time.monotonic()
+
+    def flush_quietly(self) -> None:
+        """Flush on the way out of a failure; a second failure must not hide the first."""
+        try:
+            self.flush()
+        except Exception:
+            log.exception("could not flush finished prompts of %s", self.cell.label)

@@ -1,0 +1,385 @@
+"""Plugin discovery and the registry of backends, corpora and metrics.
+
+Entry points of the ``castillo`` group are loaded one at a time: a plugin that raises
+on import or registration is recorded (name, distribution, version, error) and every
+other plugin keeps working. pluggy's own ``load_setuptools_entrypoints`` stops at the
+first broken plugin, which is why we do not use it.
+
+Hooks are called through pluggy, one plugin at a time (``pm.subset_hook_caller``): a
+plugin's ``register`` callback then knows whose classes it receives, and one plugin
+raising never keeps another's hooks from running. After each registration pluggy's
+``check_pending`` runs, so a misspelled hook (``castillo_register_backend``) is that
+plugin's failure, with a "did you mean". Like pytest with ``pytest_``, a function named
+``castillo_*`` counts as a hook implementation even without ``@hookimpl``.
+
+Environment variables:
+- ``CASTILLO_LOAD_PLUGINS=a,b``: load only these entry points (set and empty: none).
+- ``CASTILLO_DISABLE_PLUGINS=a,b``: never load these.
+- ``CASTILLO_STRICT_PLUGINS=1``: re-raise plugin errors (for plugin authors).
+- ``CASTILLO_TRACE_PLUGINS=1``: print every hook call to stderr (pluggy's hook-call monitoring).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata as md
+import inspect
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from castillo_core.api import hookspecs
+from castillo_core.api.contracts import CONTRACTS, Backend, Corpus, Metric, Predictor, Preset
+from castillo_core.api.errors import PluginError, UnknownNameError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "castillo"
+_KIND_HOOKS = {
+    "backend": "castillo_register_backends",
+    "corpus": "castillo_register_corpora",
+    "metric": "castillo_register_metrics",
+    "preset": "castillo_register_presets",
+    "predictor": "castillo_register_predictors",
+}
+_BUILTINS = ("castillo_core.testing",)
+
+
+@dataclass
+class PluginRecord:
+    """One plugin as discovered: where it came from, whether it loaded, what it provides."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    status: str = "loaded"  # loaded | failed | disabled | builtin
+    error: str | None = None
+    provides: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "module": self.module,
+            "status": self.status,
+            "error": self.error,
+            "provides": list(self.provides),
+        }
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A registered class, the plugin that registered it and the names it answers to."""
+
+    kind: str
+    name: str
+    cls: Any  # the registered class (a Preset instance for presets)
+    plugin: str
+    distribution: str
+    aliases: tuple[str, ...] = ()
+
+    def missing(self) -> list[str]:
+        missing = getattr(self.cls, "missing", None)
+        return missing() if callable(missing) else []
+
+    @property
+    def available(self) -> bool:
+        return not self.missing()
+
+
+def _env_list(name: str) -> list[str] | None:
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class _PluginManager(pluggy.PluginManager):
+    """pluggy's manager, taking every ``castillo_*`` function as a hook implementation.
+
+    Without this, a misspelled hook without ``@hookimpl`` would be silently ignored;
+    with it, ``check_pending`` reports the misspelling.
+    """
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith(f"{ENTRY_POINT_GROUP}_") and inspect.isroutine(getattr(plugin, name, None)):
+            return {}
+        return opts
+
+
+def _trace_before(hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
+    for impl in impls:
+        print(f"castillo: hook {hook_name} -> plugin {impl.plugin_name}", file=sys.stderr)
+
+
+def _trace_after(outcome: Any, hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
+    if outcome.exception is not None:
+        print(f"castillo: hook {hook_name} raised {type(outcome.exception).__name__}", file=sys.stderr)
+
+
+class Plugins:
+    """The loaded plugins and everything they registered."""
+
+    def __init__(self) -> None:
+        self.pm = _PluginManager(ENTRY_POINT_GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.records: dict[str, PluginRecord] = {}
+        self._entries: dict[str, dict[str, Registered]] = {kind: {} for kind in _KIND_HOOKS}
+        self.strict = _truthy("CASTILLO_STRICT_PLUGINS")
+        self.trace = _truthy("CASTILLO_TRACE_PLUGINS")
+        if self.trace:
+            self.pm.add_hookcall_monitoring(_trace_before, _trace_after)
+
+    # -- discovery -----------------------------------------------------------------
+
+    def load_builtins(self) -> None:
+        for module_name in _BUILTINS:
+            module = __import__(module_name, fromlist=["_"])
+            record = PluginRecord(module_name, "castillo", _castillo_version(), module_name, status="builtin")
+            self._add_plugin(module, record)
+
+    def load_entry_points(self) -> None:
+        allow = _env_list("CASTILLO_LOAD_PLUGINS")
+        block = set(_env_list("CASTILLO_DISABLE_PLUGINS") or [])
+        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            record = PluginRecord(
+                name=ep.name,
+                distribution=dist.metadata["Name"] if dist is not None else "?",
+                version=dist.version if dist is not None else "?",
+                module=ep.value,
+            )
+            if ep.name in self.records:
+                continue
+            if (allow is not None and ep.name not in allow) or ep.name in block:
+                record.status = "disabled"
+                self.records[ep.name] = record
+                continue
+            try:
+                module = ep.load()
+            except Exception as exc:  # noqa: BLE001 - one broken plugin must not kill the host
+                self._fail(record, exc, "import")
+                self.records[ep.name] = record
+                continue
+            self._add_plugin(module, record)
+
+    def register_plugin(self, plugin: ModuleType | object, name: str, distribution: str = "local") -> PluginRecord:
+        """Register an in-process plugin object (tests, notebooks) and run its hooks."""
+        record = PluginRecord(name, distribution, "0", getattr(plugin, "__name__", type(plugin).__name__))
+        self._add_plugin(plugin, record)
+        return record
+
+    def unregister_plugin(self, name: str) -> None:
+        """Remove a plugin and everything it registered."""
+        self.records.pop(name, None)
+        if self.pm.get_plugin(name) is not None:
+            self.pm.unregister(name=name)
+        for entries in self._entries.values():
+            for key in [k for k, v in entries.items() if v.plugin == name]:
+                del entries[key]
+
+    def _add_plugin(self, plugin: object, record: PluginRecord) -> None:
+        self.records[record.name] = record
+        try:
+            self.pm.register(plugin, name=record.name)
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            if self.pm.get_plugin(record.name) is not None:
+                self.pm.unregister(name=record.name)
+            self._fail(record, PluginError(self._explain(exc)), "register")
+            return
+        except Exception as exc:  # noqa: BLE001 - one broken plugin must not kill the host
+            self._fail(record, exc, "register")
+            return
+        for kind, hook_name in _KIND_HOOKS.items():
+            try:
+                self._call(record.name, hook_name, register=_Registrar(self, kind, record))
+            except Exception as exc:  # noqa: BLE001
+                self._fail(record, exc, f"{hook_name}()")
+                self._drop_entries(record.name)
+                return
+
+    @staticmethod
+    def _explain(exc: pluggy.PluginValidationError) -> str:
+        """pluggy's complaint, with the hook the author probably meant."""
+        message = str(exc)
+        hooks = [name for name in dir(hookspecs) if name.startswith(f"{ENTRY_POINT_GROUP}_")]
+        for word in message.replace("'", " ").replace(":", " ").split():
+            if word.startswith(f"{ENTRY_POINT_GROUP}_") and word not in hooks:
+                close = difflib.get_close_matches(word, hooks, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; castillo's hooks are {', '.join(hooks)}"
+                return f"unknown hook {word!r}{hint} ({message})"
+        return message
+
+    def _call(self, plugin_name: str, hook_name: str, **kwargs: Any) -> Any:
+        """Call one hook of one plugin through pluggy (other plugins' implementations left out)."""
+        plugin = self.pm.get_plugin(plugin_name)
+        if plugin is None or not any(i.plugin_name == plugin_name for i in self._hook(hook_name).get_hookimpls()):
+            return None
+        others = [p for p in self.pm.get_plugins() if p is not plugin]
+        return self.pm.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+
+    def _hook(self, hook_name: str) -> pluggy.HookCaller:
+        hook: pluggy.HookCaller = getattr(self.pm.hook, hook_name)
+        return hook
+
+    def _fail(self, record: PluginRecord, exc: BaseException, stage: str) -> None:
+        record.status = "failed"
+        record.error = f"{stage}: {type(exc).__name__}: {exc}"
+        log.warning("plugin %s (%s %s) failed at %s", record.name, record.distribution, record.version, record.error)
+        if self.strict:
+            raise PluginError(
+                f"plugin {record.name} ({record.distribution} {record.version}) failed at {record.error}"
+            ) from exc
+        log.debug("%s", "".join(traceback.format_exception(exc)))
+
+    def _drop_entries(self, plugin_name: str) -> None:
+        for entries in self._entries.values():
+            for key in [k for k, v in entries.items() if v.plugin == plugin_name]:
+                del entries[key]
+        self.records[plugin_name].provides.clear()
+
+    # -- registration ----------------------------------------------------------------
+
+    def _register(self, kind: str, cls: object, record: PluginRecord) -> None:
+        contract = CONTRACTS[kind]
+        if kind == "preset":
+            if not isinstance(cls, Preset):
+                raise PluginError(
+                    f"plugin {record.name} registered {cls!r} as a preset, but it is not a "
+                    f"castillo_core.Preset instance"
+                )
+            self._add_entry(kind, cls.name, cls, (), record)
+            return
+        if not (inspect.isclass(cls) and issubclass(cls, contract)):
+            raise PluginError(
+                f"plugin {record.name} registered {cls!r} as a {kind}, but it is not a subclass of "
+                f"castillo_core.{contract.__name__}"
+            )
+        if inspect.isabstract(cls):
+            missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+            raise PluginError(f"plugin {record.name}: {kind} {cls.__name__} does not implement {missing}")
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {record.name}: {kind} {cls.__name__} has no `name` class attribute")
+        aliases = tuple(getattr(cls, "aliases", ()) or ())
+        if kind == "corpus":
+            aliases = tuple(dict.fromkeys((*aliases, getattr(cls, "dataset", name))))
+        self._add_entry(kind, name, cls, aliases, record)
+
+    def _add_entry(self, kind: str, name: str, obj: Any, aliases: tuple[str, ...], record: PluginRecord) -> None:
+        entries = self._entries[kind]
+        for key in (name, *aliases):
+            other = entries.get(key)
+            if other is not None and other.plugin != record.name:
+                raise PluginError(
+                    f"{kind} name {key!r} is registered twice: by plugin {other.plugin} "
+                    f"(distribution {other.distribution}) and by plugin {record.name} "
+                    f"(distribution {record.distribution}); uninstall one or disable it with "
+                    f"CASTILLO_DISABLE_PLUGINS"
+                )
+        entry = Registered(kind, name, obj, record.name, record.distribution, aliases)
+        for key in (name, *aliases):
+            entries.setdefault(key, entry)
+        record.provides.append(f"{kind}:{name}")
+
+    # -- lookup ----------------------------------------------------------------------
+
+    def entries(self, kind: str) -> list[Registered]:
+        """Every registered class of a kind, once each, sorted by name."""
+        unique = {id(e): e for e in self._entries[kind].values()}
+        return sorted(unique.values(), key=lambda e: e.name)
+
+    def get(self, kind: str, name: str) -> Registered:
+        """Find a class by name or alias (case-insensitively), or fail with "did you mean"."""
+        entries = self._entries[kind]
+        if name in entries:
+            return entries[name]
+        lowered = {k.lower(): v for k, v in entries.items()}
+        if name.lower() in lowered:
+            return lowered[name.lower()]
+        suggestions = difflib.get_close_matches(name, list(entries), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+        known = ", ".join(e.name for e in self.entries(kind)) or "none installed"
+        failed = [r for r in self.records.values() if r.status == "failed"]
+        failed_hint = (
+            f" (plugins that failed to load: {', '.join(r.name for r in failed)}; see `castillo plugins`)"
+            if failed
+            else ""
+        )
+        raise UnknownNameError(f"unknown {kind} {name!r}{hint} Known: {known}.{failed_hint}")
+
+    def backend(self, name: str) -> type[Backend]:
+        return self.get("backend", name).cls  # type: ignore[return-value]
+
+    def corpus(self, name: str) -> type[Corpus]:
+        return self.get("corpus", name).cls  # type: ignore[return-value]
+
+    def metric(self, name: str) -> type[Metric]:
+        return self.get("metric", name).cls  # type: ignore[return-value]
+
+    def predictor(self, name: str) -> type[Predictor]:
+        return self.get("predictor", name).cls  # type: ignore[no-any-return]
+
+    def preset(self, name: str) -> Preset:
+        return self.get("preset", name).cls  # type: ignore[return-value]
+
+    def register_commands(self, cli: Any) -> None:
+        """Let each plugin add its CLI commands; a failing plugin is recorded, not fatal."""
+        for record in list(self.records.values()):
+            if record.status not in {"loaded", "builtin"}:
+                continue
+            try:
+                self._call(record.name, "castillo_register_commands", cli=cli)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(record, exc, "castillo_register_commands()")
+
+
+class _Registrar:
+    """The ``register`` callback handed to a plugin's hook."""
+
+    def __init__(self, plugins: Plugins, kind: str, record: PluginRecord) -> None:
+        self._plugins = plugins
+        self._kind = kind
+        self._record = record
+
+    def __call__(self, cls: object) -> None:
+        self._plugins._register(self._kind, cls, self._record)
+
+
+def _castillo_version() -> str:
+    from castillo_core import __version__
+
+    return __version__
+
+
+_PLUGINS: Plugins | None = None
+
+
+def get_plugins(refresh: bool = False) -> Plugins:
+    """The process-wide plugins, discovered on first use."""
+    global _PLUGINS
+    if _PLUGINS is None or refresh:
+        plugins = Plugins()
+        plugins.load_builtins()
+        plugins.load_entry_points()
+        _PLUGINS = plugins
+    return _PLUGINS
+
+
+def plugin_names(kind: str) -> Iterable[str]:
+    return [e.name for e in get_plugins().entries(kind)]

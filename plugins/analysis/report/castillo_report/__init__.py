@@ -1,0 +1,1 @@
+"""castillo-report: pictures and tables of a castillo dataset's length distributions."""
