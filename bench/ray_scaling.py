@@ -114,8 +114,8 @@ def main() -> None:
     os.environ.pop("RAY_ADDRESS", None)
 
     import ray
+    from castillo_ray.executor import RayExecutor
 
-    from castillo_core.executors.ray import RayExecutor
     from tests.fixtures.tiny_gguf import cached_tiny_gguf
 
     cache = REPO / ".pytest_cache" / "d" / "castillo-llamacpp-tiny"

@@ -86,7 +86,7 @@ def ray_local() -> Iterator[Any]:
 
 def _run(data: dict[str, Any], progress: Progress | None = None, **ray: Any) -> Any:
     """Run a spec in-process, locally or (with executor options) through Ray."""
-    from castillo_core.executors.ray import RayExecutor
+    from castillo_ray.executor import RayExecutor
 
     executor = RayExecutor(**ray) if ray else None
     engine = Engine(load_spec(data, "test"), get_plugins(), progress=progress, flush_responses=6, executor=executor)
@@ -115,7 +115,7 @@ def test_executor_ray_without_ray_says_how_to_install(tmp_path: Path) -> None:
 def test_ray_flags_need_the_ray_executor(tmp_path: Path) -> None:
     args = ("run", "--backend", "fake", "--corpus", "tiny", "--shard-size", "5", "--out", str(tmp_path))
     proc = castillo(*args, check=False)
-    assert proc.returncode == 2 and "--shard-size only apply with --executor ray" in proc.stderr
+    assert proc.returncode == 2 and "--shard-size only apply with a cluster executor" in proc.stderr
 
 
 @needs_ray

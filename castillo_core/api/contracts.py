@@ -18,6 +18,9 @@ from pydantic import BaseModel, ValidationError
 if TYPE_CHECKING:  # numpy loads when a metric runs, not when castillo lists its plugins
     import numpy as np
 
+    from castillo_core.engine.engine import Engine
+    from castillo_core.engine.work import RunSummary
+
 from castillo_core.api.columns import Column
 from castillo_core.api.errors import ConfigError
 from castillo_core.api.records import (
@@ -339,11 +342,38 @@ class Preset:
         return data
 
 
-PluginKind = Literal["backend", "corpus", "metric", "preset", "predictor"]
+class Executor(_Described, ABC):
+    """Where a run's pending cells are generated: in this process (``local``) or on a cluster.
+
+    ``castillo run --executor NAME`` picks one; its options come from ``-E KEY=VALUE`` and
+    the cluster shorthands (``--ray-address`` -> ``address``, ``--shard-size``,
+    ``--max-retries``, ``-R KEY=VALUE`` -> ``resources``). The engine calls :meth:`check`
+    before anything is displayed or written, then :meth:`execute` once it has checked the
+    plan against the output and recorded the run. An executor drives the engine through its
+    public API only (:class:`castillo_core.Engine`: ``prepare``, ``runner``/``runner_settings``,
+    ``cell_started``, ``record``, ``stored``) and leaves the manifest to it: workers write
+    parts, never the manifest.
+    """
+
+    aliases: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        self.options = dict(options or {})
+
+    def check(self, out: str) -> None:
+        """Refuse what cannot work (a missing library, an unreachable cluster) before anything starts."""
+
+    @abstractmethod
+    def execute(self, engine: Engine, summary: RunSummary) -> None:
+        """Generate every pending cell of ``engine`` and put each cell's result into ``summary``."""
+
+
+PluginKind = Literal["backend", "corpus", "metric", "preset", "predictor", "executor"]
 CONTRACTS: dict[str, type] = {
     "backend": Backend,
     "corpus": Corpus,
     "metric": Metric,
     "preset": Preset,
     "predictor": Predictor,
+    "executor": Executor,
 }

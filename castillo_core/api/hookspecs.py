@@ -41,5 +41,10 @@ def castillo_register_predictors(register: Any) -> None:
 
 
 @hookspec
+def castillo_register_executors(register: Any) -> None:
+    """Call ``register(ExecutorClass)`` for each executor (where cells run) the plugin provides."""
+
+
+@hookspec
 def castillo_register_commands(cli: Any) -> None:
     """Add subcommands to the ``castillo`` click group ``cli``."""

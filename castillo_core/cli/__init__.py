@@ -124,23 +124,31 @@ def cli(debug: bool) -> None:
 )
 @click.option(
     "--executor",
-    type=click.Choice(["local", "ray"]),
     default="local",
     show_default=True,
-    help="Run here, or as Ray tasks on a cluster (pip install 'castillo[ray]'; see docs/distributed.md).",
+    help="Where cells run: local, or a cluster executor plugin such as ray (see `castillo list executors`).",
 )
 @click.option(
-    "--ray-address", help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: $RAY_ADDRESS, else local)."
+    "-E",
+    "--executor-option",
+    "executor_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of the executor, e.g. shard_size=50; repeatable.",
 )
-@click.option("--shard-size", type=int, help="Ray: split cells into tasks of at most this many prompts.")
-@click.option("--max-retries", type=int, help="Ray: retry a failed task this many times (default 2).")
+@click.option(
+    "--ray-address",
+    help="Cluster executors: the cluster, e.g. auto, HOST:PORT or ray://HOST:10001 (default: $RAY_ADDRESS).",
+)
+@click.option("--shard-size", type=int, help="Cluster executors: split cells into tasks of at most this many prompts.")
+@click.option("--max-retries", type=int, help="Cluster executors: retry a failed task this many times (default 2).")
 @click.option(
     "-R",
     "--task-resource",
     "task_resources",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Ray: a resource each task asks for, e.g. num_gpus=1, num_cpus=4, memory=16e9; repeatable.",
+    help="Cluster executors: a resource each task asks for, e.g. num_gpus=1, num_cpus=4, memory=16e9; repeatable.",
 )
 @click.option("--dry-run", is_flag=True, help="Show the plan and its cost; load no model, write nothing.")
 @click.option("--estimate-from", type=click.Path(), help="A dataset whose mean lengths estimate the cost.")
@@ -164,10 +172,10 @@ def plugins(as_json: bool) -> None:
 
 
 @cli.command("list")
-@click.argument("kind", type=click.Choice(["backends", "corpora", "metrics", "presets", "predictors"]))
+@click.argument("kind", type=click.Choice(["backends", "corpora", "metrics", "presets", "predictors", "executors"]))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_(kind: str, as_json: bool) -> None:
-    """List backends, corpora, metrics or presets."""
+    """List backends, corpora, metrics, presets, predictors or executors."""
     from castillo_core.cli.info import show_list
 
     show_list(kind, as_json)

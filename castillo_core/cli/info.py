@@ -135,6 +135,7 @@ def show_list(kind: str, as_json: bool) -> None:
         "metrics": metric_rows,
         "presets": preset_rows,
         "predictors": lambda: metric_rows("predictor"),
+        "executors": lambda: metric_rows("executor"),
     }[kind]()
     if as_json:
         print(json.dumps(rows, indent=2, default=str))

@@ -178,26 +178,41 @@ def execute(opts: dict[str, Any], argv: Sequence[str]) -> None:
         )
 
 
-def _executor(opts: dict[str, Any], out: str) -> Any:
-    """None for the local executor; a RayExecutor for ``--executor ray`` (Ray checked here, before any display)."""
-    ray_flags = [f for f in ("ray_address", "shard_size", "max_retries") if opts.get(f) is not None]
-    if opts.get("task_resources"):
-        ray_flags.append("task_resource")
-    if opts.get("executor", "local") != "ray":
-        if ray_flags:
-            names = ", ".join("--" + f.replace("_", "-") for f in ray_flags)
-            raise ConfigError(f"{names} only apply with --executor ray")
-        return None
-    from castillo_core.executors.ray import RayExecutor, check_output, require_ray
+_CLUSTER_FLAGS = {"ray_address": "address", "shard_size": "shard_size", "max_retries": "max_retries"}
 
-    require_ray()
-    check_output(out)
-    return RayExecutor(
-        address=opts.get("ray_address"),
-        shard_size=opts.get("shard_size"),
-        max_retries=2 if opts.get("max_retries") is None else opts["max_retries"],
-        resources=_parse_kv(opts.get("task_resources") or (), "--task-resource"),
-    )
+
+def _executor(opts: dict[str, Any], out: str) -> Any:
+    """The executor plugin named by ``--executor``, with its options, checked before any display.
+
+    The cluster flags are shorthands for executor options (``--ray-address`` -> ``address``,
+    ``-R`` -> ``resources``); ``-E KEY=VALUE`` passes any option.
+    """
+    from castillo_core.api.errors import BackendUnavailableError
+    from castillo_core.plugins import get_plugins
+
+    plugins = get_plugins()
+    entry = plugins.get("executor", opts.get("executor") or "local")
+    options = _parse_kv(opts.get("executor_options") or (), "--executor-option")
+    flags = [f for f in _CLUSTER_FLAGS if opts.get(f) is not None]
+    options.update({_CLUSTER_FLAGS[f]: opts[f] for f in flags})
+    if opts.get("task_resources"):
+        flags.append("task_resource")
+        options["resources"] = _parse_kv(opts["task_resources"], "--task-resource")
+    if entry.name == "local" and flags:
+        names = ", ".join("--" + f.replace("_", "-") for f in flags)
+        cluster = [e.name for e in plugins.entries("executor") if e.name != "local"]
+        raise ConfigError(
+            f"{names} only apply with a cluster executor (installed: {', '.join(cluster) or 'none'}), "
+            "e.g. --executor ray"
+        )
+    if entry.missing():
+        raise BackendUnavailableError(
+            f"executor {entry.name} needs {', '.join(entry.missing())}, which is not installed; "
+            f"{getattr(entry.cls, 'install_hint', '') or 'install its plugin with its extra'}"
+        )
+    executor = entry.cls(options)
+    executor.check(out)
+    return executor
 
 
 def _announce_defaults(engine: Any) -> None:

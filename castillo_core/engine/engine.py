@@ -22,7 +22,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from castillo_core.api.contracts import Metric
+from castillo_core.api.contracts import Executor, Metric
 from castillo_core.api.errors import ConfigChangedError, Interrupted
 from castillo_core.engine.manifest import Manifest, RunRecord, now
 from castillo_core.engine.plan import Cell, RunSpec, describe_difference, expand
@@ -32,7 +32,6 @@ from castillo_core.engine.runner import CellRunner, RunnerSettings
 from castillo_core.engine.signals import StopFlag
 from castillo_core.engine.store import Store
 from castillo_core.engine.work import CellResult, PendingCell, RunSummary
-from castillo_core.executors import Executor
 from castillo_core.plugins.manager import Plugins
 
 log = logging.getLogger(__name__)

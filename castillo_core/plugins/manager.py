@@ -36,7 +36,7 @@ from typing import Any
 import pluggy
 
 from castillo_core.api import hookspecs
-from castillo_core.api.contracts import CONTRACTS, Backend, Corpus, Metric, Predictor, Preset
+from castillo_core.api.contracts import CONTRACTS, Backend, Corpus, Executor, Metric, Predictor, Preset
 from castillo_core.api.errors import PluginError, UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,9 @@ _KIND_HOOKS = {
     "metric": "castillo_register_metrics",
     "preset": "castillo_register_presets",
     "predictor": "castillo_register_predictors",
+    "executor": "castillo_register_executors",
 }
-_BUILTINS = ("castillo_core.testing",)
+_BUILTINS = ("castillo_core.executors.local", "castillo_core.testing")
 
 
 @dataclass
@@ -335,6 +336,9 @@ class Plugins:
     def predictor(self, name: str) -> type[Predictor]:
         return self.get("predictor", name).cls  # type: ignore[no-any-return]
 
+    def executor(self, name: str) -> type[Executor]:
+        return self.get("executor", name).cls  # type: ignore[no-any-return]
+
     def preset(self, name: str) -> Preset:
         return self.get("preset", name).cls  # type: ignore[return-value]
 
@@ -343,10 +347,14 @@ class Plugins:
         for record in list(self.records.values()):
             if record.status not in {"loaded", "builtin"}:
                 continue
+            before = set(getattr(cli, "commands", {}))
             try:
                 self._call(record.name, "castillo_register_commands", cli=cli)
             except Exception as exc:  # noqa: BLE001
                 self._fail(record, exc, "castillo_register_commands()")
+                continue
+            added = sorted(set(getattr(cli, "commands", {})) - before)
+            record.provides.extend(f"command:{name}" for name in added if f"command:{name}" not in record.provides)
 
 
 class _Registrar:

@@ -1,6 +1,6 @@
 """The worker side of the Ray executor: what runs inside a Ray task, and the hub actor.
 
-Kept apart from the driver (:mod:`castillo_core.executors.ray`) because this is the code
+Kept apart from the driver (:mod:`castillo_ray.executor`) because this is the code
 that travels: Ray imports this module in every worker process, by name, so it must not
 import Ray at module level either (the driver's ``castillo run`` imports it without Ray).
 """
@@ -13,14 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from castillo_core.api.errors import StoreError
-from castillo_core.api.records import Prompt
-from castillo_core.engine.progress import Progress
+from castillo_core import Progress, Prompt, StoreError
 
 if TYPE_CHECKING:
-    from castillo_core.engine.plan import Cell
-    from castillo_core.engine.runner import RunnerSettings
-    from castillo_core.engine.work import CellResult
+    from castillo_core import Cell, CellResult, RunnerSettings
 
 
 class Hub:
@@ -115,10 +111,7 @@ class TaskOutcome:
 
 def run_task(payload: TaskPayload, hub: Any, attempt: int) -> TaskOutcome:
     """Run one task in a Ray worker: open the model once, run each window's unstored prompts."""
-    from castillo_core.engine.prompts import PromptSet
-    from castillo_core.engine.runner import CellRunner, OpenedModel
-    from castillo_core.engine.store import Store
-    from castillo_core.engine.work import PendingCell
+    from castillo_core import CellRunner, OpenedModel, PendingCell, PromptSet, Store
 
     started_at, started = time.time(), time.monotonic()
     if os.path.isdir(payload.cwd):

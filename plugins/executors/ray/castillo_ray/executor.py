@@ -12,7 +12,7 @@ itself, it cuts the work into *tasks* and hands them to Ray:
   of a model's cells, exactly like the local executor). It requests the resources its
   model needs (GPUs from ``tensor_parallel_size``, CPUs from ``n_threads``, overrides
   with ``-R``), opens the model once, and writes atomic parts straight into the shared
-  output through the same :class:`~castillo_core.engine.store.Store` the local engine uses.
+  output through the same :class:`castillo_core.CellRunner` and store the local executor uses.
 - Before each item a worker re-reads which prompts are stored, so a retried task skips
   what its killed predecessor (or any other worker, or an earlier run) already wrote.
 - Failures are retried here, not by Ray (``max_retries=0``), so that every attempt's
@@ -33,18 +33,18 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from castillo_core.api.errors import CastilloError, ConfigError, StoreError
-from castillo_core.engine.progress import Progress
-from castillo_core.executors.ray_worker import Hub, TaskOutcome, TaskPayload, run_task
+from pydantic import BaseModel, ConfigDict, Field
+
+from castillo_core import CastilloError, ConfigError, Executor, Progress, StoreError, parse_options
+from castillo_ray.worker import Hub, TaskOutcome, TaskPayload, run_task
 
 if TYPE_CHECKING:
-    from castillo_core.engine.engine import Engine
-    from castillo_core.engine.plan import Cell
-    from castillo_core.engine.work import PendingCell, RunSummary
+    from castillo_core import Cell, Engine, PendingCell, RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -197,32 +197,49 @@ class TaskStat:
     started_at: float = 0.0
 
 
-class RayExecutor:
+class RayOptions(BaseModel):
+    """The Ray executor's options (``-E KEY=VALUE``, or the shorthand flags of ``castillo run``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(None, description="auto, HOST:PORT or ray://HOST:10001 (--ray-address)")
+    shard_size: int | None = Field(None, description="split cells into tasks of at most this many prompts")
+    max_retries: int = Field(2, description="retry a failed task this many times")
+    resources: dict[str, Any] = Field(default_factory=dict, description="what each task asks Ray for (-R)")
+    num_cpus: int | None = Field(None, description="CPUs of a local Ray instance started for the run")
+    poll_seconds: float = Field(0.2, gt=0, description="how often the driver polls tasks and progress")
+
+
+class RayExecutor(Executor):
     """Runs a prepared grid as Ray tasks (see the module docstring for the why of each rule)."""
 
-    def __init__(
-        self,
-        address: str | None = None,
-        shard_size: int | None = None,
-        max_retries: int = 2,
-        resources: dict[str, Any] | None = None,
-        num_cpus: int | None = None,
-        poll_seconds: float = 0.2,
-    ) -> None:
-        if shard_size is not None and shard_size < 1:
-            raise ConfigError(f"--shard-size {shard_size}: expected a positive number of prompts")
-        if max_retries < 0:
-            raise ConfigError(f"--max-retries {max_retries}: expected 0 or more")
-        self.address = address
-        self.shard_size = shard_size
-        self.max_retries = max_retries
-        self.resources = dict(resources or {})
-        self.num_cpus = num_cpus
-        self.poll_seconds = poll_seconds
+    name = "ray"
+    description = "cells and shards as Ray tasks on a local or remote cluster, resumable, retried"
+    requires = ("ray",)
+    install_hint = INSTALL_HINT
+
+    def __init__(self, options: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__({**(options or {}), **kwargs})
+        opts = parse_options(RayOptions, self.options, "executor ray")
+        if opts.shard_size is not None and opts.shard_size < 1:
+            raise ConfigError(f"--shard-size {opts.shard_size}: expected a positive number of prompts")
+        if opts.max_retries < 0:
+            raise ConfigError(f"--max-retries {opts.max_retries}: expected 0 or more")
+        self.address = opts.address
+        self.shard_size = opts.shard_size
+        self.max_retries = opts.max_retries
+        self.resources = dict(opts.resources)
+        self.num_cpus = opts.num_cpus
+        self.poll_seconds = opts.poll_seconds
         self.tasks: list[TaskPlan] = []
         self.stats: list[TaskStat] = []
         self.init_seconds = 0.0
         self._shown = 0  # prompts the combined display counts as done
+
+    def check(self, out: str) -> None:
+        """Ray importable and the output a filesystem path, before anything is shown or written."""
+        require_ray()
+        check_output(out)
 
     # -- connecting --------------------------------------------------------------------------
 
@@ -415,7 +432,7 @@ class RayExecutor:
         summary: RunSummary,
     ) -> None:
         """Rescan the output (no worker writes now), then judge every cell by what the store holds."""
-        from castillo_core.engine.work import CellResult
+        from castillo_core import CellResult
 
         for message in engine.store.open().messages():
             engine.progress.message(f"after the workers finished: {message}", "warning")
