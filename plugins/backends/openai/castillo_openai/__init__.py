@@ -8,4 +8,9 @@ from __future__ import annotations
 
 __all__ = ["__version__"]
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # the one version of castillo (VERSION at the repository root)
+    __version__ = version("castillo-openai")
+except PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0.0.0+local"

@@ -5,4 +5,9 @@ heavy library (datasets, huggingface_hub and pyarrow.parquet load only when a co
 reads from them).
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # the one version of castillo (VERSION at the repository root)
+    __version__ = version("castillo-corpora")
+except PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0.0.0+local"
