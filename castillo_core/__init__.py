@@ -7,6 +7,7 @@ else from castillo_core.
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("castillo")
@@ -74,43 +75,34 @@ from castillo_core.api.v1 import (
     v1_length_flags,
 )
 
-# Names whose modules load numpy or pyarrow: imported on first use, so that listing
-# plugins (which imports this module) stays fast.
-_LAZY = {
-    "LengthStats": "castillo_core.engine.stats",
-    "length_stats": "castillo_core.engine.stats",
-    "PERCENTILES_TYPE": "castillo_core.engine.schema",
-    "SCHEMA_VERSION": "castillo_core.engine.schema",
-    "V1_COLUMNS": "castillo_core.engine.schema",
-    "prompts_schema": "castillo_core.engine.schema",
-    "responses_schema": "castillo_core.engine.schema",
-    "Store": "castillo_core.engine.store",
-    "atomic_write_bytes": "castillo_core.engine.store",
-    "read_table": "castillo_core.engine.dataset",
-    "read_schema": "castillo_core.engine.dataset",
-    "config_hash": "castillo_core.engine.plan",
-    "get_plugins": "castillo_core.plugins.manager",
-    "Manifest": "castillo_core.engine.manifest",
-    "read_manifest": "castillo_core.engine.manifest",
+# Names whose modules load numpy or pyarrow (or the engine): imported on first use, so
+# that listing plugins, which imports this module, stays fast.
+_LAZY_MODULES: dict[str, tuple[str, ...]] = {
+    "castillo_core.engine.stats": ("LengthStats", "length_stats"),
+    "castillo_core.engine.schema": (
+        "PERCENTILES_TYPE",
+        "SCHEMA_VERSION",
+        "V1_COLUMNS",
+        "prompts_schema",
+        "responses_schema",
+    ),
+    "castillo_core.engine.store": ("Store", "atomic_write_bytes"),
+    "castillo_core.engine.dataset": ("read_schema", "read_table", "summarize"),
+    "castillo_core.engine.manifest": ("Manifest", "read_manifest"),
+    "castillo_core.plugins.manager": ("get_plugins",),
     # the engine's public API, for executors and notebooks (see castillo_core.engine.engine)
-    "Engine": "castillo_core.engine.engine",
-    "Cell": "castillo_core.engine.plan",
-    "RunSpec": "castillo_core.engine.plan",
-    "load_spec": "castillo_core.engine.plan",
-    "PromptSet": "castillo_core.engine.prompts",
-    "select_prompts": "castillo_core.engine.prompts",
-    "CellRunner": "castillo_core.engine.runner",
-    "OpenedModel": "castillo_core.engine.runner",
-    "RunnerSettings": "castillo_core.engine.runner",
-    "CellResult": "castillo_core.engine.work",
-    "PendingCell": "castillo_core.engine.work",
-    "RunSummary": "castillo_core.engine.work",
-    "Progress": "castillo_core.engine.progress",
-    "StopFlag": "castillo_core.engine.signals",
+    "castillo_core.engine.engine": ("Engine",),
+    "castillo_core.engine.plan": ("Cell", "RunSpec", "config_hash", "load_spec"),
+    "castillo_core.engine.prompts": ("PromptSet", "select_prompts"),
+    "castillo_core.engine.runner": ("CellRunner", "OpenedModel", "RunnerSettings"),
+    "castillo_core.engine.work": ("CellResult", "PendingCell", "RunSummary"),
+    "castillo_core.engine.progress": ("Progress",),
+    "castillo_core.engine.signals": ("StopFlag",),
 }
+_LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'castillo_core' has no attribute {name!r}")
@@ -119,91 +111,21 @@ def __getattr__(name: str) -> object:
     return getattr(importlib.import_module(module), name)
 
 
+# fmt: off
 __all__ = [
-    "DEGENERATION_TEXT",
-    "PERCENTILES_TYPE",
-    "SCHEMA_VERSION",
-    "V1_COLUMNS",
-    "V1_DETECTOR",
-    "V1_HIGH_VARIANCE_LIMIT",
-    "V1_MAX_NEW_TOKENS",
-    "V1_MAX_PROMPT_TOKENS",
-    "V1_N",
-    "Backend",
-    "BackendError",
-    "BackendUnavailableError",
-    "CastilloError",
-    "Cell",
-    "CellResult",
-    "CellRunner",
-    "Column",
-    "ColumnRole",
-    "Completion",
-    "ConfigChangedError",
-    "ConfigError",
-    "Corpus",
-    "CorpusError",
-    "CorpusSelection",
-    "Engine",
-    "Executor",
-    "FinishReason",
-    "GenerationConfig",
-    "GenerationRequest",
-    "Interrupted",
-    "LengthStats",
-    "Manifest",
-    "Metric",
-    "MetricContext",
-    "ModelInfo",
-    "ModelSpec",
-    "OpenedModel",
-    "PendingCell",
-    "PluginError",
-    "Predictor",
-    "Preset",
-    "Progress",
-    "Prompt",
-    "PromptResult",
-    "PromptSet",
-    "Rejection",
-    "Rendered",
-    "ResponseBatch",
-    "RunSpec",
-    "RunSummary",
-    "RunnerSettings",
-    "SamplingSettings",
-    "StopFlag",
-    "Store",
-    "StoreError",
-    "UnknownNameError",
-    "__version__",
-    "atomic_write_bytes",
-    "build_requests",
-    "config_hash",
-    "declared_columns",
-    "detectors",
-    "encode_prompt",
-    "flag_column",
-    "flag_count_column",
-    "get_plugins",
-    "has_chat_template",
-    "high_variance_limit",
-    "hookimpl",
-    "length_stats",
-    "load_spec",
-    "missing_requirements",
-    "model_name",
-    "parse_options",
-    "prompt_id",
-    "prompt_seed",
-    "prompts_schema",
-    "read_manifest",
-    "read_schema",
-    "read_table",
-    "render_with_tokenizer",
-    "responses_schema",
-    "sample_id",
-    "select_prompts",
-    "template_ids",
+    "DEGENERATION_TEXT", "PERCENTILES_TYPE", "SCHEMA_VERSION", "V1_COLUMNS", "V1_DETECTOR",
+    "V1_HIGH_VARIANCE_LIMIT", "V1_MAX_NEW_TOKENS", "V1_MAX_PROMPT_TOKENS", "V1_N", "Backend", "BackendError",
+    "BackendUnavailableError", "CastilloError", "Cell", "CellResult", "CellRunner", "Column", "ColumnRole",
+    "Completion", "ConfigChangedError", "ConfigError", "Corpus", "CorpusError", "CorpusSelection", "Engine",
+    "Executor", "FinishReason", "GenerationConfig", "GenerationRequest", "Interrupted", "LengthStats", "Manifest",
+    "Metric", "MetricContext", "ModelInfo", "ModelSpec", "OpenedModel", "PendingCell", "PluginError", "Predictor",
+    "Preset", "Progress", "Prompt", "PromptResult", "PromptSet", "Rejection", "Rendered", "ResponseBatch",
+    "RunSpec", "RunSummary", "RunnerSettings", "SamplingSettings", "StopFlag", "Store", "StoreError",
+    "UnknownNameError", "__version__", "atomic_write_bytes", "build_requests", "config_hash", "declared_columns",
+    "detectors", "encode_prompt", "flag_column", "flag_count_column", "get_plugins", "has_chat_template",
+    "high_variance_limit", "hookimpl", "length_stats", "load_spec", "missing_requirements", "model_name",
+    "parse_options", "prompt_id", "prompt_seed", "prompts_schema", "read_manifest", "read_schema", "read_table",
+    "render_with_tokenizer", "responses_schema", "sample_id", "select_prompts", "summarize", "template_ids",
     "v1_length_flags",
 ]
+# fmt: on

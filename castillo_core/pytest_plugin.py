@@ -26,7 +26,7 @@ def castillo_plugin() -> Iterator[Callable[..., Plugins]]:
     names: list[str] = []
 
     def register(plugin: Any, name: str | None = None) -> Plugins:
-        plugin_name = name or getattr(plugin, "__name__", type(plugin).__name__)
+        plugin_name: str = name or getattr(plugin, "__name__", None) or type(plugin).__name__
         record = plugins.register_plugin(plugin, plugin_name)
         names.append(plugin_name)
         if record.status == "failed":

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 ColumnType = Literal["int64", "float64", "bool", "string", "list<int64>", "list<float64>", "list<bool>"]
 ColumnRole = Literal["measure", "count", "score", "flag", "flag_count"]
@@ -96,7 +96,7 @@ def declared_columns(fields: Iterable[Any]) -> list[Column]:
                 f.name,
                 _type_name(f.type),
                 meta.get(_DESCRIPTION_KEY, b"").decode(),
-                role=role.decode(),  # type: ignore[arg-type]  # validated by Column.__post_init__
+                role=cast(ColumnRole, role.decode()),  # validated by Column.__post_init__
                 detector=detector.decode() if detector else None,
             )
         )

@@ -78,115 +78,136 @@ def _checked(metric: Metric, values: Any, columns: list[Column], expected: int, 
     return out
 
 
+@dataclass(frozen=True)
+class _Flat:
+    """A batch of finished prompts flattened: responses of prompt ``j`` are ``offsets[j]:offsets[j+1]``."""
+
+    finished: Sequence[Finished]
+    counts: np.ndarray
+    offsets: np.ndarray
+    completions: list[Completion]
+    texts: list[str]
+    tokens: np.ndarray
+    reasons: list[str]
+
+    @classmethod
+    def of(cls, finished: Sequence[Finished]) -> _Flat:
+        counts = np.fromiter((len(f.completions) for f in finished), dtype=np.int64, count=len(finished))
+        offsets = np.zeros(len(finished) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        completions = [c for f in finished for c in f.completions]
+        tokens = np.fromiter((c.output_tokens for c in completions), dtype=np.int64, count=len(completions))
+        texts = [c.text for c in completions]
+        return cls(finished, counts, offsets, completions, texts, tokens, [c.finish_reason for c in completions])
+
+
+def score_metrics(
+    batch: ResponseBatch, metrics: Sequence[Metric], n_prompts: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every metric's per-response and per-prompt values, in metric order (later metrics see earlier columns)."""
+    response_values: dict[str, Any] = {}
+    prompt_values: dict[str, Any] = {}
+    for metric in metrics:
+        scores = _checked(metric, metric.score(batch), metric.response_columns(), len(batch), "response")
+        response_values.update(scores)
+        batch._columns.update({k: np.asarray(v) for k, v in scores.items()})
+        prompt_values.update(_checked(metric, metric.aggregate(batch), metric.prompt_columns(), n_prompts, "prompt"))
+    return response_values, prompt_values
+
+
 def build_tables(
     finished: Sequence[Finished], ctx: CellContext, metrics: Sequence[Metric]
 ) -> tuple[pa.Table, pa.Table]:
     """The prompts and responses tables of a batch of finished prompts."""
-    counts = np.fromiter((len(f.completions) for f in finished), dtype=np.int64, count=len(finished))
-    offsets = np.zeros(len(finished) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    completions = [c for f in finished for c in f.completions]
-    texts = [c.text for c in completions]
-    tokens = np.fromiter((c.output_tokens for c in completions), dtype=np.int64, count=len(completions))
-    reasons = [c.finish_reason for c in completions]
-
-    batch = ResponseBatch(texts, tokens, reasons, offsets, ctx.max_new_tokens)
-    response_metric_values: dict[str, Any] = {}
-    prompt_metric_values: dict[str, Any] = {}
-    for metric in metrics:
-        scores = _checked(metric, metric.score(batch), metric.response_columns(), len(completions), "response")
-        response_metric_values.update(scores)
-        batch._columns.update({k: np.asarray(v) for k, v in scores.items()})
-        prompt_metric_values.update(
-            _checked(metric, metric.aggregate(batch), metric.prompt_columns(), len(finished), "prompt")
-        )
+    flat = _Flat.of(finished)
+    batch = ResponseBatch(flat.texts, flat.tokens, flat.reasons, flat.offsets, ctx.max_new_tokens)
+    response_values, prompt_values = score_metrics(batch, metrics, len(finished))
     response_cols, prompt_cols = metric_columns(metrics)
-
-    # Rows of equal N form a 2-D block for the vectorized statistics.
-    if len(finished) and np.all(counts == counts[0]):
-        sizes: Any = tokens.reshape(len(finished), int(counts[0]))
-    else:
-        sizes = [tokens[offsets[i] : offsets[i + 1]] for i in range(len(finished))]
-    stats = length_stats(sizes)
-    capped = (
-        np.add.reduceat(np.fromiter((r == "length" for r in reasons), dtype=np.int64, count=len(reasons)), offsets[:-1])
-        if len(finished)
-        else np.empty(0, dtype=np.int64)
-    )
-
     prompts = [f.request.prompt for f in finished]
     s = ctx.settings
     sample_ids = [sample_id(ctx.dataset, ctx.model, s.top_k, s.top_p, s.temperature, p.prompt_text) for p in prompts]
-    starts = offsets[:-1]
-    longest = [texts[i] for i in (starts + stats.argmax)]
-    shortest = [texts[i] for i in (starts + stats.argmin)]
-    n_prompts = len(finished)
-    const = _constant
-    percentiles = pa.StructArray.from_arrays(
-        [pa.array(stats.percentiles[k], type=pa.float64()) for k in ("p25", "p50", "p75", "p99")],
-        fields=list(PERCENTILES_TYPE),
-    )
-    size_lists = pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), pa.array(tokens, type=pa.int64()))
-    reason_lists = pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), pa.array(reasons, type=pa.string()))
-
-    prompt_columns: dict[str, Any] = {
-        "sample_id": sample_ids,
-        "prompt_id": [p.prompt_id for p in prompts],
-        "model": const(ctx.model, n_prompts),
-        "dataset": const(ctx.dataset, n_prompts),
-        "prompt_text": [p.prompt_text for p in prompts],
-        "longest_response": longest,
-        "shortest_response": shortest,
-        "input_size": [f.prompt_tokens for f in finished],
-        "output_sizes": size_lists,
-        "output_mean": stats.mean,
-        "output_std": stats.std,
-        "output_percentiles": percentiles,
-        "top_k": const(s.top_k, n_prompts),
-        "top_p": const(s.top_p, n_prompts),
-        "temp": const(s.temperature, n_prompts),
-        "category": [p.category for p in prompts],
-        "gen_time": [f.gen_time for f in finished],
-        "split": [p.split for p in prompts],
-        "backend": const(ctx.backend, n_prompts),
-        "model_revision": const(ctx.model_revision, n_prompts),
-        "n_samples": counts,
-        "max_new_tokens": const(ctx.max_new_tokens, n_prompts),
-        "max_prompt_tokens": const(ctx.max_prompt_tokens, n_prompts),
-        "prompt_truncated": [f.request.rendered.truncated for f in finished],
-        "seed": [f.request.seed for f in finished],
-        "finish_reasons": reason_lists,
-        "n_length_capped": capped,
-        "output_min": stats.minimum.astype(np.int64),
-        "output_max": stats.maximum.astype(np.int64),
-        **prompt_metric_values,
-        "config_hash": const(ctx.config_hash, n_prompts),
-        "castillo_version": const(ctx.castillo_version, n_prompts),
-    }
-    per_response_prompt = np.repeat(np.arange(n_prompts), counts)
-    sample_id_arr = pa.array(sample_ids, type=pa.string())
-    prompt_id_arr = pa.array([p.prompt_id for p in prompts], type=pa.string())
-    split_arr = pa.array([p.split for p in prompts], type=pa.string())
-    take = pa.array(per_response_prompt, type=pa.int64())
-    response_columns: dict[str, Any] = {
-        "sample_id": sample_id_arr.take(take),
-        "prompt_id": prompt_id_arr.take(take),
-        "model": const(ctx.model, len(completions)),
-        "dataset": const(ctx.dataset, len(completions)),
-        "split": split_arr.take(take),
-        "sample_index": [c.sample_index for c in completions],
-        "seed": [c.seed for c in completions],
-        "output_tokens": tokens,
-        "finish_reason": reasons,
-        "text": texts if ctx.keep_text else const(None, len(completions)),
-        "latency": [c.latency for c in completions],
-        **response_metric_values,
-        "config_hash": const(ctx.config_hash, len(completions)),
-    }
+    prompt_columns = {**_prompt_columns(flat, ctx, sample_ids), **prompt_values, **_trailer(ctx, len(finished))}
+    response_columns = {**_response_columns(flat, ctx, sample_ids), **response_values}
+    response_columns["config_hash"] = _constant(ctx.config_hash, len(flat.completions))
     return (
         _table(prompt_columns, prompts_schema(prompt_cols)),
         _table(response_columns, responses_schema(response_cols)),
     )
+
+
+def _prompt_columns(flat: _Flat, ctx: CellContext, sample_ids: list[str]) -> dict[str, Any]:
+    """v1's columns, then castillo's, of every prompt (metric columns and the trailer follow)."""
+    finished, offsets, texts, counts = flat.finished, flat.offsets, flat.texts, flat.counts
+    n = len(finished)
+    prompts = [f.request.prompt for f in finished]
+    if n and np.all(counts == counts[0]):  # rows of equal N form a 2-D block for the vectorized statistics
+        sizes: Any = flat.tokens.reshape(n, int(counts[0]))
+    else:
+        sizes = [flat.tokens[offsets[i] : offsets[i + 1]] for i in range(n)]
+    stats = length_stats(sizes)
+    capped = np.fromiter((r == "length" for r in flat.reasons), dtype=np.int64, count=len(flat.reasons))
+    starts = offsets[:-1]
+    percentiles = pa.StructArray.from_arrays(
+        [pa.array(stats.percentiles[k], type=pa.float64()) for k in ("p25", "p50", "p75", "p99")],
+        fields=list(PERCENTILES_TYPE),
+    )
+    lists = pa.array(offsets, type=pa.int32())
+    s, const = ctx.settings, _constant
+    return {
+        "sample_id": sample_ids,
+        "prompt_id": [p.prompt_id for p in prompts],
+        "model": const(ctx.model, n),
+        "dataset": const(ctx.dataset, n),
+        "prompt_text": [p.prompt_text for p in prompts],
+        "longest_response": [texts[i] for i in (starts + stats.argmax)],
+        "shortest_response": [texts[i] for i in (starts + stats.argmin)],
+        "input_size": [f.prompt_tokens for f in finished],
+        "output_sizes": pa.ListArray.from_arrays(lists, pa.array(flat.tokens, type=pa.int64())),
+        "output_mean": stats.mean,
+        "output_std": stats.std,
+        "output_percentiles": percentiles,
+        "top_k": const(s.top_k, n),
+        "top_p": const(s.top_p, n),
+        "temp": const(s.temperature, n),
+        "category": [p.category for p in prompts],
+        "gen_time": [f.gen_time for f in finished],
+        "split": [p.split for p in prompts],
+        "backend": const(ctx.backend, n),
+        "model_revision": const(ctx.model_revision, n),
+        "n_samples": counts,
+        "max_new_tokens": const(ctx.max_new_tokens, n),
+        "max_prompt_tokens": const(ctx.max_prompt_tokens, n),
+        "prompt_truncated": [f.request.rendered.truncated for f in finished],
+        "seed": [f.request.seed for f in finished],
+        "finish_reasons": pa.ListArray.from_arrays(lists, pa.array(flat.reasons, type=pa.string())),
+        "n_length_capped": np.add.reduceat(capped, starts) if n else np.empty(0, dtype=np.int64),
+        "output_min": stats.minimum.astype(np.int64),
+        "output_max": stats.maximum.astype(np.int64),
+    }
+
+
+def _trailer(ctx: CellContext, n: int) -> dict[str, Any]:
+    return {"config_hash": _constant(ctx.config_hash, n), "castillo_version": _constant(ctx.castillo_version, n)}
+
+
+def _response_columns(flat: _Flat, ctx: CellContext, sample_ids: list[str]) -> dict[str, Any]:
+    """The responses table's own columns, one row per completion (metric columns follow)."""
+    prompts = [f.request.prompt for f in flat.finished]
+    take = pa.array(np.repeat(np.arange(len(prompts)), flat.counts), type=pa.int64())
+    completions, count = flat.completions, len(flat.completions)
+    return {
+        "sample_id": pa.array(sample_ids, type=pa.string()).take(take),
+        "prompt_id": pa.array([p.prompt_id for p in prompts], type=pa.string()).take(take),
+        "model": _constant(ctx.model, count),
+        "dataset": _constant(ctx.dataset, count),
+        "split": pa.array([p.split for p in prompts], type=pa.string()).take(take),
+        "sample_index": [c.sample_index for c in completions],
+        "seed": [c.seed for c in completions],
+        "output_tokens": flat.tokens,
+        "finish_reason": flat.reasons,
+        "text": flat.texts if ctx.keep_text else _constant(None, count),
+        "latency": [c.latency for c in completions],
+    }
 
 
 def _array(value: Any, type_: pa.DataType) -> pa.Array:

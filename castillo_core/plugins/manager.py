@@ -325,22 +325,22 @@ class Plugins:
         raise UnknownNameError(f"unknown {kind} {name!r}{hint} Known: {known}.{failed_hint}")
 
     def backend(self, name: str) -> type[Backend]:
-        return self.get("backend", name).cls  # type: ignore[return-value]
+        return self.get("backend", name).cls
 
     def corpus(self, name: str) -> type[Corpus]:
-        return self.get("corpus", name).cls  # type: ignore[return-value]
+        return self.get("corpus", name).cls
 
     def metric(self, name: str) -> type[Metric]:
-        return self.get("metric", name).cls  # type: ignore[return-value]
+        return self.get("metric", name).cls
 
     def predictor(self, name: str) -> type[Predictor]:
-        return self.get("predictor", name).cls  # type: ignore[no-any-return]
+        return self.get("predictor", name).cls
 
     def executor(self, name: str) -> type[Executor]:
-        return self.get("executor", name).cls  # type: ignore[no-any-return]
+        return self.get("executor", name).cls
 
     def preset(self, name: str) -> Preset:
-        return self.get("preset", name).cls  # type: ignore[return-value]
+        return self.get("preset", name).cls
 
     def register_commands(self, cli: Any) -> None:
         """Let each plugin add its CLI commands; a failing plugin is recorded, not fatal."""
