@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from castillo_core import CastilloError
 from castillo_report.data import BoxStats, ReportData
 
 DPI = 90
@@ -236,8 +237,24 @@ def scatter(
     return _save(fig, path)
 
 
+def require_matplotlib() -> None:
+    """matplotlib importable, or a one-line :class:`CastilloError` that says what to install."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        if exc.name == "matplotlib":
+            problem = "which is not installed here"
+        else:  # installed but broken (a missing dependency, a binary built for another numpy)
+            problem = f"which cannot be imported ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        raise CastilloError(
+            f"castillo report draws its plots with matplotlib, {problem}: pip install matplotlib "
+            '(or: pip install "castillo-report", which depends on it)'
+        ) from None
+
+
 def draw_all(data: ReportData, to: Path, step: Callable[[str], None]) -> list[Figure]:
     """Every figure of the report into ``to``; ``step`` is called before each one."""
+    require_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg", force=True)

@@ -89,6 +89,7 @@ def build_report(out: str | Path, to: str | Path | None = None, progress: bool =
     target = Path(to) if to is not None else source / "report"
     if target.exists() and not target.is_dir():
         raise ReportError(f"--to {target} is a file; pass a directory")
+    plots.require_matplotlib()  # before any work: one line saying what to install
     timings: dict[str, float] = {}
     started = time.perf_counter()
     steps = 5 + 4 + 2 + 3  # read, stats, heatmaps (4 + up to 2 degeneration), 3 distributions, pages

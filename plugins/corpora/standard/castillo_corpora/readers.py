@@ -190,12 +190,16 @@ def load_hub(hub: HubSource, corpus: str) -> list[Any]:
         if offline
         else "install the hub extra (pip install 'castillo-corpora[hub]') and make sure the hub is reachable, or "
     ) + f"download {hub.label()[4:]} once and {SOURCE_HELP}"
+    # A missing library: say how to install it, whether or not the hub is reachable.
+    missing = f"pip install 'castillo-corpora[hub]' (or: pip install 'castillo[hub]'), or download {hub.label()[4:]} "
+    missing += f"once and {SOURCE_HELP}"
     if hub.filename:
         try:
             from huggingface_hub import hf_hub_download
         except ImportError:
             raise CorpusError(
-                f"corpus {corpus}: no --source given and the optional huggingface_hub library is not installed; {hint}"
+                f"corpus {corpus}: no --source given and the optional huggingface_hub library is not installed; "
+                f"{missing}"
             ) from None
         try:
             local = hf_hub_download(repo_id=hub.repo, filename=hub.filename, repo_type="dataset")
@@ -206,7 +210,7 @@ def load_hub(hub: HubSource, corpus: str) -> list[Any]:
         import datasets
     except ImportError:
         raise CorpusError(
-            f"corpus {corpus}: no --source given and the optional datasets library is not installed; {hint}"
+            f"corpus {corpus}: no --source given and the optional datasets library is not installed; {missing}"
         ) from None
     records: list[Any] = []
     try:
