@@ -77,7 +77,7 @@ dist: install
 # castillo-to-castillo requirement range (scripts/set_version.py).
 version:
 	@test -n "$(V)" || { echo "usage: make version V=X.Y.Z (now: $$(cat VERSION))"; exit 2; }
-	$(PYTHON) scripts/set_version.py $(V)
+	$$(test -x $(PY) && echo $(PY) || echo $(PYTHON)) scripts/set_version.py $(V)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache $(DIST)
