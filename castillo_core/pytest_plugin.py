@@ -27,8 +27,10 @@ def castillo_plugin() -> Iterator[Callable[..., Plugins]]:
 
     def register(plugin: Any, name: str | None = None) -> Plugins:
         plugin_name: str = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        installed = plugins.pm.is_registered(plugin)  # an installed plugin's module: used, never removed
         record = plugins.register_plugin(plugin, plugin_name)
-        names.append(plugin_name)
+        if not installed:
+            names.append(record.name)
         if record.status == "failed":
             raise AssertionError(f"plugin {plugin_name} failed to register: {record.error}")
         return plugins

@@ -268,11 +268,36 @@ class Metric(_Described, ABC):
     """Per-response columns, and how they aggregate per prompt.
 
     ``score`` sees many responses at once (vectorize where you can: the engine pushes
-    tens of thousands of responses per second through every metric).
+    tens of thousands of responses per second through every metric). A response's values
+    may depend on its own prompt's other responses, never on other prompts in the batch.
+
+    Class attributes the core reads without instantiating the metric:
+
+    - ``Options``: a pydantic model of the metric's options (``-M NAME.KEY=VALUE``). The core
+      validates them before any model loads (unknown keys refused) and hands the validated
+      values, defaults filled, to the metric as ``context.options``. ``None``: no options.
+    - ``default``: whether the metric runs when ``--metric`` is not given. A metric with a
+      required option never does.
+    - ``version``: bump it when the metric's values change; it is recorded with the data
+      (with the options), and a resume that would mix two versions is refused. ``None``:
+      the version of the distribution that registered it.
     """
+
+    Options: ClassVar[type[BaseModel] | None] = None
+    default: ClassVar[bool] = True
+    version: ClassVar[str | None] = None
 
     def __init__(self, context: MetricContext) -> None:
         self.context = context
+
+    @classmethod
+    def needs_options(cls) -> bool:
+        """Whether the metric has an option without a default (it then never runs by default)."""
+        return cls.Options is not None and any(f.is_required() for f in cls.Options.model_fields.values())
+
+    @classmethod
+    def runs_by_default(cls) -> bool:
+        return cls.default and not cls.needs_options()
 
     @abstractmethod
     def response_columns(self) -> list[Column]:

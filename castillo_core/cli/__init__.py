@@ -33,6 +33,17 @@ def _parse_kv(values: tuple[str, ...], option: str) -> dict[str, Any]:
     return out
 
 
+def parse_metric_options(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``-M METRIC.KEY=VALUE`` pairs, by metric (checked against each metric's Options later)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in _parse_kv(values, "--metric-option").items():
+        metric, _, option = key.partition(".")
+        if not option:
+            raise ConfigError(f"--metric-option {key}={value}: expected METRIC.KEY=VALUE")
+        out.setdefault(metric, {})[option] = value
+    return out
+
+
 class _Group(click.Group):
     """A group that turns CastilloError into a one-line message and a clean exit."""
 
@@ -108,7 +119,7 @@ def cli(debug: bool) -> None:
     "metric_options",
     multiple=True,
     metavar="METRIC.KEY=VALUE",
-    help="An option of one metric, e.g. degeneration.compression_threshold=0.2; repeatable.",
+    help="An option of one metric, e.g. degeneration.max_compression=0.2; repeatable.",
 )
 @click.option("--out", help="Output directory (default runs/castillo). Re-running resumes.")
 @click.option("--no-text", is_flag=True, help="Do not keep response texts in the responses table.")
@@ -195,8 +206,9 @@ def _add_core_commands() -> None:
     """The core's own commands beyond run/plugins/list/show (each imports its work lazily)."""
     from castillo_core.cli.install import install, uninstall
     from castillo_core.cli.prompts import command as prompts
+    from castillo_core.cli.rescore import command as rescore
 
-    for command in (install, prompts, uninstall):
+    for command in (install, prompts, rescore, uninstall):
         if command.name not in cli.commands:
             cli.add_command(command)
 

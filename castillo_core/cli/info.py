@@ -35,8 +35,10 @@ def show_plugins(as_json: bool) -> None:
         return
     table = _table("castillo plugins", ["plugin", "distribution", "version", "status", "provides / error"])
     for r in records:
-        detail = r.error if r.error else ", ".join(r.provides) or "-"
-        style = {"failed": "red", "disabled": "dim"}.get(r.status)
+        detail = "\n".join(filter(None, [", ".join(r.provides), r.error, *r.conflicts])) or "-"
+        style = {"failed": "red", "partial": "yellow", "disabled": "dim"}.get(r.status)
+        if r.conflicts and style is None:
+            style = "yellow"
         table.add_row(r.name, r.distribution, r.version, r.status, detail, style=style)
     console = _console()
     console.print(table)
@@ -111,6 +113,25 @@ def metric_rows(kind: str = "metric") -> list[dict[str, Any]]:
     return rows
 
 
+def metric_detail_rows() -> list[dict[str, Any]]:
+    """Metrics with whether each runs by default and the options it takes (``-M NAME.KEY=VALUE``)."""
+    rows = metric_rows("metric")
+    for row, entry in zip(rows, get_plugins().entries("metric"), strict=True):
+        cls: Any = entry.cls
+        fields = cls.Options.model_fields if cls.Options is not None else {}
+        row["default"] = bool(cls.runs_by_default())
+        row["options"] = {
+            name: {
+                "required": f.is_required(),
+                "default": None if f.is_required() else f.get_default(call_default_factory=True),
+                "description": f.description or "",
+            }
+            for name, f in fields.items()
+        }
+        row["version"] = cls.version
+    return rows
+
+
 def preset_rows() -> list[dict[str, Any]]:
     rows = []
     for entry in get_plugins().entries("preset"):
@@ -132,7 +153,7 @@ def show_list(kind: str, as_json: bool) -> None:
     rows = {
         "backends": backend_rows,
         "corpora": corpus_rows,
-        "metrics": metric_rows,
+        "metrics": metric_detail_rows,
         "presets": preset_rows,
         "predictors": lambda: metric_rows("predictor"),
         "executors": lambda: metric_rows("executor"),
@@ -153,6 +174,15 @@ def show_list(kind: str, as_json: bool) -> None:
         for r in rows:
             source = r["source"] + ("" if r["available"] else f" (needs {', '.join(r['missing'])})")
             table.add_row(r["name"], r["dataset"], source, str(r["size"]), r["license"], r["default_split"])
+    elif kind == "metrics":
+        table = _table("metrics", ["name", "status", "default", "options", "description"])
+        for r in rows:
+            options = "\n".join(
+                f"{k}{'' if o['required'] else '=' + str(o['default'])}" + (" (required)" if o["required"] else "")
+                for k, o in r["options"].items()
+            )
+            status = "available" if r["available"] else f"missing {', '.join(r['missing'])}"
+            table.add_row(r["name"], status, "yes" if r["default"] else "no", options or "-", r["description"])
     elif kind == "presets":
         table = _table("presets", ["name", "models", "corpora", "description"])
         for r in rows:

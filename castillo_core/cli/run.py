@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from castillo_core.api.errors import CastilloError, ConfigError
-from castillo_core.cli import _parse_kv
+from castillo_core.cli import _parse_kv, parse_metric_options
 
 _GENERATION_FLAGS = (
     "n",
@@ -121,11 +121,9 @@ def build_spec_dict(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
         data["metrics"] = []
     elif opts.get("metrics"):
         data["metrics"] = list(opts["metrics"])
-    for key, value in _parse_kv(opts.get("metric_options") or (), "--metric-option").items():
-        metric, _, option = key.partition(".")
-        if not option:
-            raise ConfigError(f"--metric-option {key}={value}: expected METRIC.KEY=VALUE")
-        data.setdefault("metric_options", {}).setdefault(metric, {})[option] = value
+    metric_options = parse_metric_options(opts.get("metric_options") or ())
+    if metric_options:
+        data["metric_options"] = {**data.get("metric_options", {}), **metric_options}
     if opts.get("no_text"):
         data["keep_text"] = False
     if opts.get("strict"):

@@ -25,6 +25,8 @@ from typing import Any
 from castillo_core.api.contracts import Executor, Metric
 from castillo_core.api.errors import ConfigChangedError, Interrupted
 from castillo_core.engine.manifest import Manifest, RunRecord, now
+from castillo_core.engine.metrics import probe as probe_metrics
+from castillo_core.engine.metrics import resolve as resolve_metrics
 from castillo_core.engine.plan import Cell, RunSpec, describe_difference, expand
 from castillo_core.engine.progress import Progress
 from castillo_core.engine.prompts import PromptSet, select_prompts
@@ -66,13 +68,16 @@ class Engine:
         self.executor = executor
         self.store = Store(spec.out)
         self.cells = expand(spec, plugins)
-        self.metric_classes = self._metric_classes()
+        self.metrics = resolve_metrics(plugins, spec.metrics, spec.metric_options)
         self.manifest = Manifest()
 
-    def _metric_classes(self) -> list[type[Metric]]:
-        if self.spec.metrics is None:
-            return [e.cls for e in self.plugins.entries("metric") if e.available]
-        return [self.plugins.metric(name) for name in self.spec.metrics]
+    @property
+    def metric_classes(self) -> list[type[Metric]]:
+        return [m.cls for m in self.metrics]
+
+    def metric_record(self) -> dict[str, Any]:
+        """The run's metrics as recorded with the data (name -> distribution, version, options)."""
+        return {m.name: m.record() for m in self.metrics}
 
     # -- checks before any model is loaded ------------------------------------------------
 
@@ -89,12 +94,26 @@ class Engine:
                         + "\n  ".join(diff or ["(unknown)"])
                         + "\nUse a different --out for a different config, or re-run the original command to resume."
                     )
-            foreign = [h for h in self.store.finished(cell.model, cell.dataset) if h != cell.config_hash]
+            stored = self.store.finished(cell.model, cell.dataset)
+            foreign = [h for h in stored if h != cell.config_hash]
             if foreign:
                 raise ConfigChangedError(
                     f"{self.store.root} holds parts of {cell.label} written under config {foreign[0]} (the manifest "
                     f"does not say how it differs); this run asks for config {cell.config_hash}. Use another --out."
                 )
+            entry = self.manifest.cells.get(cell.config_hash)
+            if entry is not None and entry.metrics is not None and stored and entry.metrics != self.metric_record():
+                self._refuse_metrics(cell, entry.metrics)
+
+    def _refuse_metrics(self, cell: Cell, recorded: dict[str, Any]) -> None:
+        diff = describe_difference(recorded, self.metric_record())
+        raise ConfigChangedError(
+            f"{self.store.root} holds {cell.label} scored with other metrics than this run's; resuming would mix "
+            "them in one column. What differs:\n  "
+            + "\n  ".join(diff)
+            + "\nRe-run with the stored metrics (--metric/-M), or change the stored rows first with "
+            f"`castillo rescore {self.store.root} --metric NAME [-M NAME.KEY=VALUE]` (or --drop NAME)."
+        )
 
     # -- running -----------------------------------------------------------------------
 
@@ -106,8 +125,11 @@ class Engine:
         report = self.store.open()
         self.manifest = self.store.read_manifest()
         self.check_configs()
+        for gen in {c.generation.model_dump_json(): c.generation for c in self.cells}.values():
+            probe_metrics(self.metrics, gen.max_new_tokens, gen.n)  # before any model loads
         for message in report.messages():
             self.progress.message(message, "warning")
+        self._repair_metrics()
         record = RunRecord(argv=self.argv, spec=self.spec.model_dump(mode="json"))
         self.manifest.runs.append(record)
         if self.manifest.castillo_version is None:
@@ -130,6 +152,19 @@ class Engine:
             record.finished = now()
             self.save_manifest()
         return summary
+
+    def _repair_metrics(self) -> None:
+        """Fill the columns a metric failed to compute in stored parts, now that it works (no model)."""
+        from castillo_core.engine.rescore import rescore
+
+        if not self.metrics or not any(e.metrics for e in self.manifest.cells.values()):
+            return
+        summary = rescore(self.store.root, self.metrics, only_missing=True, store=self.store)
+        if summary.parts:
+            self.progress.message(
+                f"computed the missing metric columns of {summary.parts} stored part(s) ({summary.prompts} prompts); "
+                "nothing was generated again"
+            )
 
     def groups(self, cells: list[Cell] | None = None) -> list[list[Cell]]:
         """Cells grouped by model (backend and model spec), in plan order: each group opens one model."""
@@ -158,6 +193,8 @@ class Engine:
             entry.prompts_total = len(prompt_set.prompts)
             entry.rejected = len(prompt_set.rejections)
             entry.duplicates_merged = sum(prompt_set.duplicates.values())
+            if entry.metrics is None:
+                entry.metrics = self.metric_record()
             if remaining:
                 pending.append(PendingCell(cell, prompt_set, remaining, already))
                 continue
@@ -182,8 +219,7 @@ class Engine:
     def runner_settings(self) -> RunnerSettings:
         """What a :class:`CellRunner` needs to write like this engine (picklable: it travels to workers)."""
         return RunnerSettings(
-            metric_classes=list(self.metric_classes),
-            metric_options=self.spec.metric_options,
+            metrics=list(self.metrics),
             keep_text=self.spec.keep_text,
             flush_responses=self.flush_responses,
             flush_seconds=self.flush_seconds,

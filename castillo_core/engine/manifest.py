@@ -52,6 +52,7 @@ class CellEntry(_Entry):
     rejected_records: list[dict[str, Any]] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
     source: str | None = None
+    metrics: dict[str, Any] | None = None  # name -> {distribution, version, options} of the stored rows
 
 
 class RunRecord(_Entry):
@@ -74,6 +75,7 @@ class Manifest(_Entry):
     cells: dict[str, CellEntry] = Field(default_factory=dict)
     runs: list[RunRecord] = Field(default_factory=list)
     imports: list[dict[str, Any]] = Field(default_factory=list)
+    rescores: list[dict[str, Any]] = Field(default_factory=list)
     view: str | None = None
     detector: str | None = None
     source: str | None = None

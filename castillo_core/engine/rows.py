@@ -15,9 +15,9 @@ import numpy as np
 import pyarrow as pa
 
 from castillo_core.api.contracts import Column, Metric, ResponseBatch
-from castillo_core.api.errors import PluginError
 from castillo_core.api.ids import sample_id
 from castillo_core.api.records import Completion, GenerationRequest, SamplingSettings
+from castillo_core.engine.metrics import MetricSetting, score_all
 from castillo_core.engine.schema import PERCENTILES_TYPE, prompts_schema, responses_schema
 from castillo_core.engine.stats import length_stats
 
@@ -63,21 +63,6 @@ def metric_columns(metrics: Sequence[Metric]) -> tuple[list[Column], list[Column
     return response, prompt
 
 
-def _checked(metric: Metric, values: Any, columns: list[Column], expected: int, what: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for column in columns:
-        if column.name not in values:
-            raise PluginError(f"metric {metric.name} did not return its {what} column {column.name!r}")
-        value = values[column.name]
-        if len(value) != expected:
-            raise PluginError(
-                f"metric {metric.name} returned {len(value)} values for {what} column {column.name!r}, "
-                f"expected {expected}"
-            )
-        out[column.name] = value
-    return out
-
-
 @dataclass(frozen=True)
 class _Flat:
     """A batch of finished prompts flattened: responses of prompt ``j`` are ``offsets[j]:offsets[j+1]``."""
@@ -101,28 +86,18 @@ class _Flat:
         return cls(finished, counts, offsets, completions, texts, tokens, [c.finish_reason for c in completions])
 
 
-def score_metrics(
-    batch: ResponseBatch, metrics: Sequence[Metric], n_prompts: int
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every metric's per-response and per-prompt values, in metric order (later metrics see earlier columns)."""
-    response_values: dict[str, Any] = {}
-    prompt_values: dict[str, Any] = {}
-    for metric in metrics:
-        scores = _checked(metric, metric.score(batch), metric.response_columns(), len(batch), "response")
-        response_values.update(scores)
-        batch._columns.update({k: np.asarray(v) for k, v in scores.items()})
-        prompt_values.update(_checked(metric, metric.aggregate(batch), metric.prompt_columns(), n_prompts, "prompt"))
-    return response_values, prompt_values
-
-
 def build_tables(
-    finished: Sequence[Finished], ctx: CellContext, metrics: Sequence[Metric]
-) -> tuple[pa.Table, pa.Table]:
-    """The prompts and responses tables of a batch of finished prompts."""
+    finished: Sequence[Finished], ctx: CellContext, metrics: Sequence[tuple[MetricSetting, Metric]]
+) -> tuple[pa.Table, pa.Table, dict[str, str]]:
+    """The prompts and responses tables of a batch of finished prompts, and the metrics that failed.
+
+    A failing metric's columns are left out (its one-line error is returned): the tables
+    still hold every completion, so the caller can store them before stopping the run.
+    """
     flat = _Flat.of(finished)
     batch = ResponseBatch(flat.texts, flat.tokens, flat.reasons, flat.offsets, ctx.max_new_tokens)
-    response_values, prompt_values = score_metrics(batch, metrics, len(finished))
-    response_cols, prompt_cols = metric_columns(metrics)
+    response_values, prompt_values, failures = score_all(batch, metrics, len(finished))
+    response_cols, prompt_cols = metric_columns([m for s, m in metrics if s.name not in failures])
     prompts = [f.request.prompt for f in finished]
     s = ctx.settings
     sample_ids = [sample_id(ctx.dataset, ctx.model, s.top_k, s.top_p, s.temperature, p.prompt_text) for p in prompts]
@@ -132,6 +107,7 @@ def build_tables(
     return (
         _table(prompt_columns, prompts_schema(prompt_cols)),
         _table(response_columns, responses_schema(response_cols)),
+        failures,
     )
 
 

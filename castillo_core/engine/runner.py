@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from castillo_core.api.contracts import Backend, Metric, MetricContext, ModelInfo
+from castillo_core.api.contracts import Backend, ModelInfo
 from castillo_core.api.errors import BackendError, BackendUnavailableError
 from castillo_core.api.records import GenerationRequest, PromptResult, SamplingSettings
 from castillo_core.api.requests import build_requests
+from castillo_core.engine.metrics import MetricSetting
 from castillo_core.engine.plan import Cell
 from castillo_core.engine.progress import Progress
 from castillo_core.engine.rows import CellContext
@@ -33,8 +34,7 @@ log = logging.getLogger(__name__)
 class RunnerSettings:
     """How a runner writes: metrics and their options, texts kept or not, flush policy."""
 
-    metric_classes: list[type[Metric]]
-    metric_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    metrics: list[MetricSetting]
     keep_text: bool = True
     flush_responses: int = 20_000
     flush_seconds: float = 30.0
@@ -135,16 +135,7 @@ class CellRunner:
 
     def _writer(self, cell: Cell, info: ModelInfo, settings: SamplingSettings, result: CellResult) -> PartWriter:
         gen = cell.generation
-        metrics = [
-            cls(
-                MetricContext(
-                    max_new_tokens=gen.max_new_tokens,
-                    n=gen.n,
-                    options=dict(self.settings.metric_options.get(cls.name, {})),
-                )
-            )
-            for cls in self.settings.metric_classes
-        ]
+        metrics = [(s, s.instantiate(gen.max_new_tokens, gen.n)) for s in self.settings.metrics]
         ctx = CellContext(
             model=cell.model,
             dataset=cell.dataset,
@@ -158,11 +149,7 @@ class CellRunner:
             castillo_version=_version(),
             keep_text=self.settings.keep_text,
         )
-        metadata = {
-            "config_hash": cell.config_hash,
-            "provenance": result.provenance,
-            "metrics": [m.name for m in metrics],
-        }
+        metadata = {"config_hash": cell.config_hash, "provenance": result.provenance}
         return PartWriter(
             self.store,
             cell,

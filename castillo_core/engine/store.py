@@ -186,16 +186,37 @@ class Store:
         self._seq += 1
         self._finished.pop((model, dataset), None)
         name = f"part-{config_hash[:12]}-{self.attempt}-{self._seq:05d}.parquet"
+        self._write_pair(name, model, dataset, prompts, responses, metadata)
+        return name
+
+    def rewrite_part(
+        self, prompts_part: Path, prompts: pa.Table, responses: pa.Table, metadata: Mapping[str, Any]
+    ) -> None:
+        """Replace an existing part (both tables) in place, each file atomically; responses first.
+
+        A crash between the two renames leaves new responses beside the old prompts part,
+        whose metadata still says the old columns: whoever rewrote it (a rescore) does it again.
+        """
+        partition = prompts_part.parent
+        model = partition.parent.name.removeprefix("model=")
+        dataset = partition.name.removeprefix("dataset=")
+        self._write_pair(prompts_part.name, model, dataset, prompts, responses, metadata)
+
+    def _write_pair(
+        self, name: str, model: str, dataset: str, prompts: pa.Table, responses: pa.Table, metadata: Mapping[str, Any]
+    ) -> None:
         blob = json.dumps({"schema_version": SCHEMA_VERSION, **metadata}, sort_keys=True, default=str).encode()
         for table_name, table in (("responses", responses), ("prompts", prompts)):
             directory = partition_dir(self.root, table_name, model, dataset)
             directory.mkdir(parents=True, exist_ok=True)
-            final = directory / name
             tmp = directory / f".tmp-{name}"
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: blob})
             pq.write_table(table, tmp, compression="zstd", compression_level=1)
-            os.replace(tmp, final)
-        return name
+            os.replace(tmp, directory / name)
+
+    def responses_part(self, prompts_part: Path) -> Path:
+        """The responses partner of a prompts part."""
+        return self.root / "responses" / prompts_part.relative_to(self.root / "prompts")
 
     # -- manifest ------------------------------------------------------------------
 
@@ -217,3 +238,13 @@ def _group_ids(table: pa.Table) -> Iterator[tuple[str, list[str]]]:
     for pid, config_hash in zip(ids, hashes, strict=True):
         grouped.setdefault(config_hash, []).append(pid)
     yield from grouped.items()
+
+
+def part_metadata(path: Path) -> dict[str, Any]:
+    """The ``castillo`` key-value metadata of one part (config hash, provenance, metrics)."""
+    meta = pq.read_schema(path).metadata or {}
+    try:
+        blob = json.loads(meta.get(METADATA_KEY, b"{}"))
+    except json.JSONDecodeError:
+        return {}
+    return blob if isinstance(blob, dict) else {}

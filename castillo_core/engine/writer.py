@@ -12,6 +12,7 @@ from typing import Any
 
 from castillo_core.api.contracts import Metric
 from castillo_core.api.records import GenerationRequest, PromptResult
+from castillo_core.engine.metrics import MetricError, MetricSetting
 from castillo_core.engine.plan import Cell
 from castillo_core.engine.progress import Progress
 from castillo_core.engine.rows import CellContext, Finished, build_tables, metric_columns
@@ -29,7 +30,7 @@ class PartWriter:
         store: Store,
         cell: Cell,
         ctx: CellContext,
-        metrics: list[Metric],
+        metrics: list[tuple[MetricSetting, Metric]],
         metadata: dict[str, Any],
         result: CellResult,
         progress: Progress,
@@ -49,7 +50,7 @@ class PartWriter:
         self.responses = 0
         self.tokens = 0
         self.last_flush = time.monotonic()
-        metric_columns(metrics)  # fail early on a metric whose columns cannot be listed
+        metric_columns([m for _, m in metrics])  # fail early on a metric whose columns cannot be listed
 
     def add(self, request: GenerationRequest, out: PromptResult) -> None:
         """Buffer one validated result; flush when the buffer is big or old enough."""
@@ -62,16 +63,40 @@ class PartWriter:
             self.flush()
 
     def flush(self) -> None:
+        """Write the buffer as one part. A failing metric's columns are left out of it, the part
+        is written anyway (no completion is lost to a metric), and then the metric's error is raised.
+        """
+        failures: dict[str, str] = {}
         if self.buffer:
-            prompts, responses = build_tables(self.buffer, self.ctx, self.metrics)
+            prompts, responses, failures = build_tables(self.buffer, self.ctx, self.metrics)
+            ok = [(s, m) for s, m in self.metrics if s.name not in failures]
+            metadata = {
+                **self.metadata,
+                "metrics": {s.name: s.record() for s, _ in ok},
+                "metric_columns": {
+                    s.name: {
+                        "responses": [c.name for c in m.response_columns()],
+                        "prompts": [c.name for c in m.prompt_columns()],
+                    }
+                    for s, m in ok
+                },
+            }
+            if failures:
+                metadata["metric_errors"] = failures
             self.store.write_part(
-                self.cell.model, self.cell.dataset, self.cell.config_hash, prompts, responses, self.metadata
+                self.cell.model, self.cell.dataset, self.cell.config_hash, prompts, responses, metadata
             )
             self.result.written += len(self.buffer)
             self.result.responses += self.responses
             self.result.tokens += self.tokens
+        stored = len(self.buffer)
         self.buffer, self.responses, self.tokens = [], 0, 0
         self.last_flush = time.monotonic()
+        if failures:
+            raise MetricError(
+                f"{next(iter(failures.values()))}. The {stored} prompt(s) of this part are stored without its "
+                "columns; fix or disable the metric and re-run the same command (nothing is generated again)"
+            )
 
     def flush_quietly(self) -> None:
         """Flush on the way out of a failure; a second failure must not hide the first."""

@@ -21,6 +21,7 @@ Environment variables:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.metadata as md
 import inspect
@@ -61,20 +62,13 @@ class PluginRecord:
     distribution: str
     version: str
     module: str
-    status: str = "loaded"  # loaded | failed | disabled | builtin
+    status: str = "loaded"  # loaded | partial (a hook failed, others registered) | failed | disabled | builtin
     error: str | None = None
     provides: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)  # names another plugin registers too
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "distribution": self.distribution,
-            "version": self.version,
-            "module": self.module,
-            "status": self.status,
-            "error": self.error,
-            "provides": list(self.provides),
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -139,7 +133,8 @@ class Plugins:
         self.pm = _PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
-        self._entries: dict[str, dict[str, Registered]] = {kind: {} for kind in _KIND_HOOKS}
+        # every registration a name (bare, alias, or qualified "distribution:name") answers to
+        self._entries: dict[str, dict[str, list[Registered]]] = {kind: {} for kind in _KIND_HOOKS}
         self.strict = _truthy("CASTILLO_STRICT_PLUGINS")
         self.trace = _truthy("CASTILLO_TRACE_PLUGINS")
         if self.trace:
@@ -179,19 +174,25 @@ class Plugins:
             self._add_plugin(module, record)
 
     def register_plugin(self, plugin: ModuleType | object, name: str, distribution: str = "local") -> PluginRecord:
-        """Register an in-process plugin object (tests, notebooks) and run its hooks."""
+        """Register an in-process plugin object (tests, notebooks) and run its hooks.
+
+        A plugin object that is registered already (an installed plugin's module) is not
+        registered twice: its existing record is returned.
+        """
+        if self.pm.is_registered(plugin):
+            existing = self.pm.get_name(plugin)
+            if existing in self.records:
+                return self.records[existing]
         record = PluginRecord(name, distribution, "0", getattr(plugin, "__name__", type(plugin).__name__))
         self._add_plugin(plugin, record)
         return record
 
     def unregister_plugin(self, name: str) -> None:
         """Remove a plugin and everything it registered."""
-        self.records.pop(name, None)
         if self.pm.get_plugin(name) is not None:
             self.pm.unregister(name=name)
-        for entries in self._entries.values():
-            for key in [k for k, v in entries.items() if v.plugin == name]:
-                del entries[key]
+        self._drop_entries(name)
+        self.records.pop(name, None)
 
     def _add_plugin(self, plugin: object, record: PluginRecord) -> None:
         self.records[record.name] = record
@@ -206,13 +207,16 @@ class Plugins:
         except Exception as exc:  # noqa: BLE001 - one broken plugin must not kill the host
             self._fail(record, exc, "register")
             return
+        failed = False
         for kind, hook_name in _KIND_HOOKS.items():
             try:
                 self._call(record.name, hook_name, register=_Registrar(self, kind, record))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - the plugin's other hooks keep their registrations
+                self._drop_entries(record.name, kind)
                 self._fail(record, exc, f"{hook_name}()")
-                self._drop_entries(record.name)
-                return
+                failed = True
+        if failed and record.provides:
+            record.status = "partial"
 
     @staticmethod
     def _explain(exc: pluggy.PluginValidationError) -> str:
@@ -248,11 +252,20 @@ class Plugins:
             ) from exc
         log.debug("%s", "".join(traceback.format_exception(exc)))
 
-    def _drop_entries(self, plugin_name: str) -> None:
-        for entries in self._entries.values():
-            for key in [k for k, v in entries.items() if v.plugin == plugin_name]:
-                del entries[key]
-        self.records[plugin_name].provides.clear()
+    def _drop_entries(self, plugin_name: str, kind: str | None = None) -> None:
+        """Forget a plugin's registrations (of one kind, or all), and the conflicts they made."""
+        for entry_kind, entries in self._entries.items():
+            if kind is not None and entry_kind != kind:
+                continue
+            for key in list(entries):
+                entries[key] = [e for e in entries[key] if e.plugin != plugin_name]
+                if not entries[key]:
+                    del entries[key]
+            prefix = f"{entry_kind}:"
+            record = self.records.get(plugin_name)
+            if record is not None:
+                record.provides = [p for p in record.provides if not p.startswith(prefix)]
+        self._refresh_conflicts()
 
     # -- registration ----------------------------------------------------------------
 
@@ -283,37 +296,68 @@ class Plugins:
         self._add_entry(kind, name, cls, aliases, record)
 
     def _add_entry(self, kind: str, name: str, obj: Any, aliases: tuple[str, ...], record: PluginRecord) -> None:
+        """Index a registration under its name, aliases and qualified names.
+
+        Two plugins may register the same name: both stay, each reachable as
+        ``distribution:name`` (or ``plugin:name``), and the bare name becomes ambiguous
+        for both (so load order never picks a winner); both plugins report the conflict.
+        """
         entries = self._entries[kind]
-        for key in (name, *aliases):
-            other = entries.get(key)
-            if other is not None and other.plugin != record.name:
-                raise PluginError(
-                    f"{kind} name {key!r} is registered twice: by plugin {other.plugin} "
-                    f"(distribution {other.distribution}) and by plugin {record.name} "
-                    f"(distribution {record.distribution}); uninstall one or disable it with "
-                    f"CASTILLO_DISABLE_PLUGINS"
-                )
         entry = Registered(kind, name, obj, record.name, record.distribution, aliases)
-        for key in (name, *aliases):
-            entries.setdefault(key, entry)
+        keys = (name, *aliases, f"{record.distribution}:{name}", f"{record.name}:{name}")
+        for key in dict.fromkeys(keys):
+            same = entries.setdefault(key, [])
+            if not any(e.plugin == record.name and e.name == name for e in same):
+                same.append(entry)
         record.provides.append(f"{kind}:{name}")
+        self._refresh_conflicts()
+
+    def _refresh_conflicts(self) -> None:
+        for each in self.records.values():
+            each.conflicts = []
+        for kind, entries in self._entries.items():
+            for key, found in entries.items():
+                plugins = sorted({e.plugin for e in found})
+                if len(plugins) < 2 or ":" in key:
+                    continue
+                for entry in found:
+                    others = [f"{e.plugin} ({e.distribution})" for e in found if e.plugin != entry.plugin]
+                    note = (
+                        f"{kind} {key!r} also registered by {', '.join(others)}: use {entry.distribution}:{entry.name}"
+                    )
+                    record = self.records.get(entry.plugin)
+                    if record is not None and note not in record.conflicts:
+                        record.conflicts.append(note)
 
     # -- lookup ----------------------------------------------------------------------
 
     def entries(self, kind: str) -> list[Registered]:
-        """Every registered class of a kind, once each, sorted by name."""
-        unique = {id(e): e for e in self._entries[kind].values()}
-        return sorted(unique.values(), key=lambda e: e.name)
+        """Every registered class of a kind, once each, sorted by name (then distribution)."""
+        unique = {id(e): e for found in self._entries[kind].values() for e in found}
+        return sorted(unique.values(), key=lambda e: (e.name, e.distribution))
 
     def get(self, kind: str, name: str) -> Registered:
-        """Find a class by name or alias (case-insensitively), or fail with "did you mean"."""
+        """Find a class by name, alias or ``distribution:name`` (case-insensitively), or fail clearly.
+
+        Fails with "did you mean" for an unknown name, and with both candidates for a name
+        two plugins register.
+        """
         entries = self._entries[kind]
-        if name in entries:
-            return entries[name]
-        lowered = {k.lower(): v for k, v in entries.items()}
-        if name.lower() in lowered:
-            return lowered[name.lower()]
-        suggestions = difflib.get_close_matches(name, list(entries), n=3, cutoff=0.5)
+        found = entries.get(name)
+        if found is None:
+            lowered = {k.lower(): v for k, v in entries.items()}
+            found = lowered.get(name.lower())
+        if found:
+            plugins = {e.plugin for e in found}
+            if len(plugins) == 1:
+                return found[0]
+            choices = " or ".join(f"{e.distribution}:{e.name}" for e in sorted(found, key=lambda e: e.distribution))
+            raise UnknownNameError(
+                f"{kind} {name!r} is registered by more than one plugin ("
+                + ", ".join(f"plugin {e.plugin} of {e.distribution}" for e in found)
+                + f"); pick one: {choices}, or disable one with CASTILLO_DISABLE_PLUGINS"
+            )
+        suggestions = difflib.get_close_matches(name, [k for k in entries if ":" not in k], n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
         known = ", ".join(e.name for e in self.entries(kind)) or "none installed"
         failed = [r for r in self.records.values() if r.status == "failed"]

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from castillo_core import (
     V1_DETECTOR,
@@ -48,11 +49,24 @@ def v1_length_scores(batch: ResponseBatch) -> tuple[np.ndarray, np.ndarray]:
     return v1_length_flags(tokens, batch.offsets, mean, std, cap), tokens / max(cap, 1)
 
 
+class DegenerationOptions(BaseModel):
+    """``-M degeneration.KEY=VALUE``: the repetition detector's thresholds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_compression: float = Field(
+        MAX_COMPRESSION, gt=0, le=1, description="flag a tail whose zlib ratio is below this (lower: stricter)"
+    )
+    window: int = Field(WINDOW, ge=NEEDLE * 2, description="characters of the text's end that are examined")
+
+
 class DegenerationMetric(Metric):
     """Detectors of degenerate responses: ``v1-length`` and ``repetition``."""
 
     name = "degeneration"
     description = "degeneration detectors v1-length (v1's length rule) and repetition (loops, from the text)"
+    Options = DegenerationOptions
+    version = "2"  # 2: a text's repetition ratio no longer depends on its place in the batch
 
     def response_columns(self) -> list[Column]:
         return [
@@ -108,7 +122,8 @@ class DegenerationMetric(Metric):
 
     def score(self, batch: ResponseBatch) -> Mapping[str, Sequence[Any] | np.ndarray]:
         v1_flag, v1_score = v1_length_scores(batch)
-        repetition = repetition_scores(batch.texts)
+        options = DegenerationOptions.model_validate(dict(self.context.options))
+        repetition = repetition_scores(batch.texts, window=options.window, max_compression=options.max_compression)
         return {
             flag_column(V1_DETECTOR): v1_flag,
             "v1_length_score": v1_score,

@@ -126,6 +126,7 @@ class LengthMetric(Metric):
 
     name = "length"
     description = "characters, words and lines per response (mean and max per prompt)"
+    version = "1"
 
     _KINDS = ("n_chars", "n_words", "n_lines")
 

@@ -65,6 +65,9 @@ def repetition_scores(
 
     Creating a zlib stream per text costs more than compressing a short one; a
     ``Z_FULL_FLUSH`` resets the history, so each text is still compressed on its own.
+    The stream's 2-byte header is flushed out before the first text, so every text is
+    measured alike: a text's ratio never depends on where it sits in a batch (a resumed
+    run then equals an uninterrupted one).
     """
     count = len(texts)
     # Python lists in the loop, numpy after it: item assignment into numpy costs more.
@@ -73,6 +76,7 @@ def repetition_scores(
     loops = [False] * count
     compressor = zlib.compressobj(1)
     full_flush = zlib.Z_FULL_FLUSH
+    compressor.flush(full_flush)  # the header goes out now, not with the first text
     digits, needle, min_tail, min_periods = _DIGITS, NEEDLE, MIN_TAIL, MIN_PERIODS
     for index, text in enumerate(texts):
         if not text:
