@@ -41,6 +41,7 @@ $(STAMP): $(INSTALL_INPUTS)
 
 test: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 	bash plugins/backends/vllm/setup_test_env.sh $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pytest -q -m vllm tests/test_vllm.py
@@ -50,6 +51,7 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/ruff format --check .
 
 format: install
