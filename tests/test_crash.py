@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from castillo_core.engine.dataset import read_table
 from tests.helpers import castillo
 
@@ -46,6 +48,7 @@ def _canonical(out: Path, table: str) -> list[dict]:
     return sorted(rows, key=lambda r: tuple(r[k] for k in key))
 
 
+@pytest.mark.slow  # ~15 s: real kills of a deliberately slowed run
 def test_sigkill_at_random_points_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     reference = tmp_path / "reference"
     castillo(*ARGS, "--out", str(reference))
@@ -54,6 +57,7 @@ def test_sigkill_at_random_points_then_resume_matches_uninterrupted_run(tmp_path
     rng = random.Random(20261129)
     kills = 0
     for _ in range(4):
+        # a real process and a real SIGKILL (the reference and the resume run in-process)
         proc = subprocess.Popen(
             [sys.executable, "-m", "castillo_core.cli", *ARGS, "-B", "delay=0.03", "--out", str(out)],
             stdout=subprocess.DEVNULL,

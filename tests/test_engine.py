@@ -1,4 +1,4 @@
-"""The engine end to end through the real `castillo` command, on the fake backend."""
+"""The engine end to end through the real `castillo` command (in-process), on the fake backend."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def test_bad_options_and_grid_files_name_the_culprit(tmp_path: Path) -> None:
     assert "key generation.n" in proc.stderr
 
 
-def test_grid_file_runs_models_x_corpora(tmp_path: Path) -> None:
+def test_grid_file_runs_models_x_corpora(tmp_path: Path, example_env: dict[str, str]) -> None:
     grid = tmp_path / "grid.toml"
     out = tmp_path / "out"
     grid.write_text(
@@ -129,7 +129,7 @@ def test_grid_file_runs_models_x_corpora(tmp_path: Path) -> None:
         '[[corpora]]\nname = "tiny"\nlimit = 4\n'
         '[[corpora]]\nname = "proverbs"\n'
     )
-    castillo("run", "--config", str(grid), "--quiet")
+    castillo("run", "--config", str(grid), "--quiet", env=example_env)  # proverbs: the example plugin's corpus
     summary = json.loads(castillo("show", str(out), "--json").stdout)
     cells = {(r["model"], r["dataset"]): r["prompts"] for r in summary}
     assert cells == {
@@ -178,9 +178,11 @@ def test_backend_failure_keeps_finished_prompts_and_resumes(tmp_path: Path) -> N
     assert len(ids) == 12 == len(set(ids))
 
 
+@pytest.mark.slow  # ~20 s: a real SIGINT to a deliberately slowed run of 400 prompts, then its resume
 def test_sigint_flushes_and_exits_130(tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = [*RUN, "-B", "delay=0.05", "-C", "size=400", "--flush-every", "1000000", "--out", str(out)]
+    # a real process and a real SIGINT (the resume runs in-process)
     proc = subprocess.Popen(
         [sys.executable, "-m", "castillo_core.cli", *args],
         stdout=subprocess.PIPE,

@@ -139,6 +139,7 @@ def test_v1_export_of_the_sanitized_view_and_a_busy_destination(tmp_path: Path) 
 
 
 @pytest.mark.shared
+@pytest.mark.slow  # seconds: the whole published v1 test split
 def test_v1_export_of_imported_v1_gives_back_v1s_files(shared_v1: Path, tmp_path: Path) -> None:
     source = shared_v1 / "results" / "test"
     out, dest = tmp_path / "out", tmp_path / "v1"

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from castillo_core import (
     read_schema,
 )
 from castillo_core.plugins import Plugins
-from tests.helpers import make_distribution
+from tests.helpers import castillo, make_distribution
 
 MISSPELLED = """
 from castillo_core import Corpus, Prompt, hookimpl
@@ -65,11 +63,8 @@ def castillo_register_corpora(register):
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The real command in a fresh interpreter (entry-point discovery needs one)."""
-    full = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "castillo_core.cli", *args], capture_output=True, text=True, env=full, timeout=300
-    )
+    """The real command, in-process (plugins are rediscovered when ``env`` changes discovery)."""
+    return castillo(*args, env=env, check=False)
 
 
 @pytest.mark.parametrize(("source", "wrong"), [(MISSPELLED, "corpus"), (UNMARKED_MISSPELLED, "corpra")])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import castillo
+from tests.helpers import castillo, castillo_process
 
 
 def test_preset_lists_and_command_line_overrides_it(tmp_path: Path) -> None:
@@ -116,10 +116,12 @@ def test_install_registers_a_local_plugin_package_and_uninstall_removes_it(tmp_p
             register(Limerick)
     """)
     )
+    # Real pip installs into this environment: each command runs in a fresh interpreter,
+    # which discovers what the one before installed.
     try:
-        proc = castillo("install", str(package))
+        proc = castillo_process("install", str(package))
         assert "plugin limerick (castillo-limerick 0.2.0, loaded): corpus:limerick" in proc.stdout
-        assert "limerick" in castillo("list", "corpora").stdout
+        assert "limerick" in castillo_process("list", "corpora").stdout
     finally:
-        proc = castillo("uninstall", "castillo-limerick")
+        proc = castillo_process("uninstall", "castillo-limerick")
     assert "removed plugin limerick" in proc.stdout

@@ -1,8 +1,15 @@
-"""Plugin discovery: entry points, broken plugins, allow/block lists, duplicates, laziness."""
+"""Plugin discovery: entry points, broken plugins, allow/block lists, duplicates, laziness.
+
+Fake distributions (tests.helpers.make_distribution) go on PYTHONPATH; `castillo` runs
+in-process and rediscovers plugins for each call that sets PYTHONPATH or a CASTILLO_*
+plugin variable. Two tests need a fresh interpreter: discovery of the installed example
+plugin (an entry point found at start-up) and the import-time laziness of listing.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +19,7 @@ import pytest
 from castillo_core import Backend, Column, Metric, ModelInfo, hookimpl
 from castillo_core.api.errors import UnknownNameError
 from castillo_core.plugins import Plugins, get_plugins
-from tests.helpers import castillo, make_distribution
+from tests.helpers import castillo, castillo_process, make_distribution
 
 GOOD_CORPUS = """
 from castillo_core import Corpus, Prompt, hookimpl
@@ -62,8 +69,8 @@ def castillo_register_backends(register):
 """
 
 
-def _pythonpath(*roots: Path) -> dict[str, str]:
-    return {"PYTHONPATH": ":".join(str(r) for r in roots)}
+def _pythonpath(*roots: Path | str) -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join(str(r) for r in roots)}
 
 
 def _plugins_json(env: dict[str, str]) -> dict[str, dict]:
@@ -71,14 +78,16 @@ def _plugins_json(env: dict[str, str]) -> dict[str, dict]:
     return {p["name"]: p for p in json.loads(out.stdout)}
 
 
-def test_installed_example_package_is_discovered_and_runs(tmp_path: Path) -> None:
-    records = _plugins_json({})
+def test_installed_example_package_is_discovered_and_runs(tmp_path: Path, example_env: dict[str, str]) -> None:
+    # A fresh interpreter finds the example distribution (its .dist-info on PYTHONPATH) at start-up.
+    out = castillo_process("plugins", "--json", env=example_env)
+    records = {p["name"]: p for p in json.loads(out.stdout)}
     example = records["example"]
     assert example["distribution"] == "castillo-example-plugin"
     assert example["status"] == "loaded"
     assert set(example["provides"]) == {"corpus:proverbs", "metric:digits"}
     out = tmp_path / "out"
-    castillo(
+    castillo_process(
         "run",
         "--backend",
         "fake",
@@ -91,6 +100,7 @@ def test_installed_example_package_is_discovered_and_runs(tmp_path: Path) -> Non
         "--quiet",
         "--metric",
         "digits",
+        env=example_env,
     )
     import pyarrow.parquet as pq
 
@@ -133,15 +143,16 @@ def test_strict_mode_reraises_for_plugin_authors(tmp_path: Path) -> None:
     assert "broken on purpose" in proc.stderr
 
 
-def test_allow_and_block_lists(tmp_path: Path) -> None:
+def test_allow_and_block_lists(tmp_path: Path, example_env: dict[str, str]) -> None:
     root = make_distribution(tmp_path / "site", "castillo-haiku", "haiku", "castillo_haiku", GOOD_CORPUS)
-    env = _pythonpath(root)
+    env = _pythonpath(root, example_env["PYTHONPATH"])
     only_haiku = _plugins_json({**env, "CASTILLO_LOAD_PLUGINS": "haiku"})
     assert only_haiku["haiku"]["status"] == "loaded"
     assert only_haiku["example"]["status"] == "disabled"
     none = _plugins_json({**env, "CASTILLO_LOAD_PLUGINS": ""})
-    assert {r["status"] for n, r in none.items() if n != "castillo_core.testing"} == {"disabled"}
-    assert none["castillo_core.testing"]["status"] == "builtin"
+    builtins = {n for n, r in none.items() if r["distribution"] == "castillo"}  # the core's own plugins
+    assert "castillo_core.testing" in builtins and {none[n]["status"] for n in builtins} == {"builtin"}
+    assert {r["status"] for n, r in none.items() if n not in builtins} == {"disabled"}
     blocked = _plugins_json({**env, "CASTILLO_DISABLE_PLUGINS": "haiku,example"})
     assert blocked["haiku"]["status"] == "disabled" and blocked["example"]["status"] == "disabled"
     proc = castillo(
@@ -178,7 +189,7 @@ def test_listing_backends_does_not_import_heavy_libraries(tmp_path: Path) -> Non
     assert heavy["available"] is False
     assert heavy["missing"] == ["castillo_nonexistent_heavy_lib"]
     assert heavy["install"] == "pip install castillo-heavy[gpu]"
-    # In a fresh interpreter, listing everything imports none of the heavy libraries.
+    # In a fresh interpreter (a subprocess), listing everything imports none of the heavy libraries.
     code = (
         "import sys\n"
         "from castillo_core.cli.info import backend_rows, corpus_rows, metric_rows\n"
@@ -214,20 +225,30 @@ def test_using_an_unavailable_backend_says_how_to_install(tmp_path: Path) -> Non
     assert "Traceback" not in proc.stderr
 
 
-def test_unknown_names_suggest_close_matches(tmp_path: Path) -> None:
+def test_unknown_names_suggest_close_matches(tmp_path: Path, example_env: dict[str, str]) -> None:
     proc = castillo("run", "--backend", "fak", "--corpus", "tiny", "--out", str(tmp_path / "o"), check=False)
     assert proc.returncode == 2
     assert "unknown backend 'fak'" in proc.stderr and "did you mean 'fake'" in proc.stderr
     proc = castillo("run", "--backend", "fake", "--corpus", "tinny", "--out", str(tmp_path / "o"), check=False)
     assert "did you mean 'tiny'" in proc.stderr
     proc = castillo(
-        "run", "--backend", "fake", "--corpus", "tiny", "--metric", "digit", "--out", str(tmp_path / "o"), check=False
+        "run",
+        "--backend",
+        "fake",
+        "--corpus",
+        "tiny",
+        "--metric",
+        "digit",
+        "--out",
+        str(tmp_path / "o"),
+        env=example_env,  # digits: the example plugin's metric
+        check=False,
     )
     assert "did you mean 'digits'" in proc.stderr
 
 
-def test_trace_prints_each_hook_call() -> None:
-    proc = castillo("plugins", env={"CASTILLO_TRACE_PLUGINS": "1"})
+def test_trace_prints_each_hook_call(example_env: dict[str, str]) -> None:
+    proc = castillo("plugins", env={**example_env, "CASTILLO_TRACE_PLUGINS": "1"})
     assert "hook castillo_register_backends -> plugin castillo_core.testing" in proc.stderr
     assert "hook castillo_register_corpora -> plugin example" in proc.stderr
 

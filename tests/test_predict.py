@@ -258,6 +258,7 @@ def test_embedding_predictor_runs_offline(tmp_path: Path) -> None:
 
 
 @pytest.mark.shared
+@pytest.mark.slow  # seconds: fits every predictor on the published v1 test split
 def test_v1_test_split_best_predictor_beats_the_baseline_and_sjf_gains(shared_v1: Path, tmp_path: Path) -> None:
     """The acceptance of docs/predictors.md, without the (slower) embedding predictor."""
     out, fitted = tmp_path / "v1", tmp_path / "fitted.pkl"

@@ -28,7 +28,7 @@ from castillo_core.engine.engine import Engine
 from castillo_core.engine.plan import load_spec
 from castillo_core.engine.progress import Progress
 from castillo_core.plugins import get_plugins
-from tests.helpers import castillo
+from tests.helpers import castillo, castillo_process
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="ray is not installed (pip install 'castillo[ray]')")
@@ -101,7 +101,8 @@ def test_executor_ray_without_ray_says_how_to_install(tmp_path: Path) -> None:
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('ray is blocked for this test')\n")
     out = tmp_path / "out"
-    proc = castillo(
+    # a fresh interpreter: the shim on PYTHONPATH must win over a ray this process may have imported
+    proc = castillo_process(
         *("run", "--backend", "fake", "--corpus", "tiny", "--quiet", "--executor", "ray", "--out", str(out)),
         env={"PYTHONPATH": os.pathsep.join([str(tmp_path / "blocked"), os.environ.get("PYTHONPATH", "")])},
         check=False,
@@ -122,7 +123,8 @@ def test_ray_flags_need_the_ray_executor(tmp_path: Path) -> None:
 def test_unreachable_cluster_is_a_clean_error_at_once(tmp_path: Path) -> None:
     args = ("run", "--backend", "fake", "--corpus", "tiny", "--quiet", "--out", str(tmp_path / "out"))
     started = time.monotonic()
-    proc = castillo(*args, "--executor", "ray", "--ray-address", "127.0.0.1:1", check=False)
+    # a fresh interpreter: a failed ray.init must not leave Ray state behind in the test process
+    proc = castillo_process(*args, "--executor", "ray", "--ray-address", "127.0.0.1:1", check=False)
     assert proc.returncode == 2 and "cannot reach the Ray cluster at 127.0.0.1:1" in proc.stderr
     assert "Traceback" not in proc.stderr and time.monotonic() - started < 60
 

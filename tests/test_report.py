@@ -111,6 +111,7 @@ def test_report_of_a_missing_output_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.shared
+@pytest.mark.slow  # seconds: the whole published v1 test split
 def test_report_of_v1s_test_split_matches_v1s_means(shared_v1: Path, tmp_path: Path) -> None:
     """Acceptance: per model x dataset, the mean length equals the mean of v1's output_mean."""
     source = shared_v1 / "results" / "test"

@@ -205,6 +205,7 @@ def test_views_of_a_run_filter_the_responses_too(tmp_path: Path) -> None:
 
 
 @pytest.mark.shared
+@pytest.mark.slow  # seconds: the whole published v1 test split
 def test_published_test_split_v1_length(shared_v1: Path, tmp_path: Path) -> None:
     source, out = shared_v1 / "results" / "test", tmp_path / "out"
     castillo("import", "castillo-v1", str(source), str(out))
