@@ -36,6 +36,7 @@ from castillo_core.api.contracts import (
     parse_options,
 )
 from castillo_core.api.errors import (
+    BackendCrashed,
     BackendError,
     BackendUnavailableError,
     CastilloError,
@@ -114,18 +115,18 @@ def __getattr__(name: str) -> Any:
 # fmt: off
 __all__ = [
     "DEGENERATION_TEXT", "PERCENTILES_TYPE", "SCHEMA_VERSION", "V1_COLUMNS", "V1_DETECTOR",
-    "V1_HIGH_VARIANCE_LIMIT", "V1_MAX_NEW_TOKENS", "V1_MAX_PROMPT_TOKENS", "V1_N", "Backend", "BackendError",
-    "BackendUnavailableError", "CastilloError", "Cell", "CellResult", "CellRunner", "Column", "ColumnRole",
-    "Completion", "ConfigChangedError", "ConfigError", "Corpus", "CorpusError", "CorpusSelection", "Engine",
-    "Executor", "FinishReason", "GenerationConfig", "GenerationRequest", "Interrupted", "LengthStats", "Manifest",
-    "Metric", "MetricContext", "ModelInfo", "ModelSpec", "OpenedModel", "PendingCell", "PluginError", "Predictor",
-    "Preset", "Progress", "Prompt", "PromptResult", "PromptSet", "Rejection", "Rendered", "ResponseBatch",
-    "RunSpec", "RunSummary", "RunnerSettings", "SamplingSettings", "StopFlag", "Store", "StoreError",
-    "UnknownNameError", "__version__", "atomic_write_bytes", "build_requests", "config_hash", "declared_columns",
-    "detectors", "encode_prompt", "flag_column", "flag_count_column", "get_plugins", "has_chat_template",
-    "high_variance_limit", "hookimpl", "length_stats", "load_spec", "missing_requirements", "model_name",
-    "parse_options", "prompt_id", "prompt_seed", "prompts_schema", "read_manifest", "read_schema", "read_table",
-    "render_with_tokenizer", "responses_schema", "sample_id", "select_prompts", "summarize", "template_ids",
-    "v1_length_flags",
+    "V1_HIGH_VARIANCE_LIMIT", "V1_MAX_NEW_TOKENS", "V1_MAX_PROMPT_TOKENS", "V1_N", "Backend", "BackendCrashed",
+    "BackendError", "BackendUnavailableError", "CastilloError", "Cell", "CellResult", "CellRunner", "Column",
+    "ColumnRole", "Completion", "ConfigChangedError", "ConfigError", "Corpus", "CorpusError", "CorpusSelection",
+    "Engine", "Executor", "FinishReason", "GenerationConfig", "GenerationRequest", "Interrupted", "LengthStats",
+    "Manifest", "Metric", "MetricContext", "ModelInfo", "ModelSpec", "OpenedModel", "PendingCell", "PluginError",
+    "Predictor", "Preset", "Progress", "Prompt", "PromptResult", "PromptSet", "Rejection", "Rendered",
+    "ResponseBatch", "RunSpec", "RunSummary", "RunnerSettings", "SamplingSettings", "StopFlag", "Store",
+    "StoreError", "UnknownNameError", "__version__", "atomic_write_bytes", "build_requests", "config_hash",
+    "declared_columns", "detectors", "encode_prompt", "flag_column", "flag_count_column", "get_plugins",
+    "has_chat_template", "high_variance_limit", "hookimpl", "length_stats", "load_spec", "missing_requirements",
+    "model_name", "parse_options", "prompt_id", "prompt_seed", "prompts_schema", "read_manifest", "read_schema",
+    "read_table", "render_with_tokenizer", "responses_schema", "sample_id", "select_prompts", "summarize",
+    "template_ids", "v1_length_flags",
 ]
 # fmt: on

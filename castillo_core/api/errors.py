@@ -12,6 +12,7 @@ class CastilloError(Exception):
     """Base class of every error a user can cause and fix."""
 
     exit_code = 2
+    retryable = False  # whether trying the same work again may succeed (a cluster executor retries those)
 
 
 class ConfigError(CastilloError):
@@ -36,6 +37,12 @@ class CorpusError(CastilloError):
 
 class BackendError(CastilloError):
     """A backend failed in a way the user can act on (a model that cannot load, ...)."""
+
+
+class BackendCrashed(BackendError):
+    """A backend raised while generating: named and resumable, and possibly transient (retried)."""
+
+    retryable = True
 
 
 class StoreError(CastilloError):

@@ -197,26 +197,63 @@ def show_list(kind: str, as_json: bool) -> None:
 
 
 def show_summary(out: str, as_json: bool) -> None:
+    """Per model x dataset: prompts, lengths, and the cell's status from the manifest."""
     from castillo_core.engine.dataset import read_table, summarize
 
     columns = ["model", "dataset", "output_mean", "output_std", "n_length_capped", "n_samples"]
-    rows = summarize(read_table(out, "prompts", columns=columns))
+    rows = _with_status(out, summarize(read_table(out, "prompts", columns=columns)))
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = _table(f"castillo show {out}", ["model", "dataset", "prompts", "mean length", "mean std", "CV", "capped"])
+    headers = ["model", "dataset", "status", "prompts", "mean length", "mean std", "CV", "capped"]
+    table = _table(f"castillo show {out}", headers)
     for r in rows:
         capped = f"{100 * r['share_capped']:.1f}%" if "share_capped" in r else "-"
-        table.add_row(
-            r["model"],
-            r["dataset"],
-            str(r["prompts"]),
-            f"{r['mean_length']:.1f}",
-            f"{r['mean_std']:.1f}",
-            f"{r['mean_cv']:.3f}",
-            capped,
-        )
+        style = {"failed": "red", "partial": "yellow", "interrupted": "yellow", "running": "yellow"}.get(r["status"])
+        numbers = [f"{r[k]:.1f}" if r.get(k) is not None else "-" for k in ("mean_length", "mean_std")]
+        cv = f"{r['mean_cv']:.3f}" if r.get("mean_cv") is not None else "-"
+        table.add_row(r["model"], r["dataset"], r["status"], _count(r), *numbers, cv, capped, style=style)
     console = _console()
     console.print(table)
     if not rows:
         console.print(f"{out} holds no prompts yet")
+    for r in rows:
+        if r.get("error"):
+            console.print(f"{r['model']} x {r['dataset']}: {r['error']}", style="red", markup=False, highlight=False)
+
+
+def _count(row: dict[str, Any]) -> str:
+    total = row.get("prompts_total")
+    return f"{row['prompts']}/{total}" if total and total != row["prompts"] else str(row["prompts"])
+
+
+def _with_status(out: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each summary row with its cell's status: done, partial (prompts left), failed, running, interrupted."""
+    from castillo_core.api.errors import StoreError
+    from castillo_core.engine.manifest import read_manifest
+
+    try:
+        cells = list(read_manifest(out).cells.values())
+    except StoreError:
+        cells = []
+    by_key = {(c.model, c.dataset): c for c in cells}
+    for row in rows:
+        row.setdefault("status", "done")
+    seen = {(r["model"], r["dataset"]) for r in rows}
+    rows += [
+        {"model": c.model, "dataset": c.dataset, "prompts": 0, "status": "failed"}
+        for c in cells
+        if (c.model, c.dataset) not in seen and c.status == "failed"
+    ]
+    for row in rows:
+        cell = by_key.get((row["model"], row["dataset"]))
+        if cell is None:
+            continue
+        row["prompts_total"] = cell.prompts_total
+        status: str = cell.status
+        if status in {"done", "skipped"} and cell.prompts_total is not None and row["prompts"] < cell.prompts_total:
+            status = "partial"
+        row["status"] = status
+        if cell.errors and status != "done":
+            row["error"] = cell.errors[-1]
+    return sorted(rows, key=lambda r: (r["model"], r["dataset"]))

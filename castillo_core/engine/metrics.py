@@ -155,10 +155,13 @@ _OK = object()
 
 
 def _describe(array: np.ndarray) -> str:
-    if array.dtype.kind == "O":
-        bad = next((v for v in array.tolist() if v is None or isinstance(v, (str, bytes, dict))), None)
-        return f"holds {_kind(bad)}" if bad is not None or None in array.tolist() else "holds Python objects"
-    return f"holds {array.dtype} values"
+    """What is wrong with an array of the wrong kind, showing its first offending value."""
+    values = array.ravel().tolist()
+    if array.dtype.kind in "USO":
+        bad = next((v for v in values if v is None or not isinstance(v, (bool, int, float))), values[0])
+        return f"holds {_kind(bad)}"
+    names = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats", "c": "complex numbers"}
+    return f"holds {names.get(array.dtype.kind, str(array.dtype))} (e.g. {values[0]!r})"
 
 
 def _kind(value: Any) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from castillo_core.api.contracts import Backend, ModelInfo
-from castillo_core.api.errors import BackendError, BackendUnavailableError
+from castillo_core.api.errors import BackendCrashed, BackendError, BackendUnavailableError, CastilloError
 from castillo_core.api.records import GenerationRequest, PromptResult, SamplingSettings
 from castillo_core.api.requests import build_requests
 from castillo_core.engine.metrics import MetricSetting
@@ -174,9 +174,22 @@ class CellRunner:
         name = cell.backend_cls.name
         by_key = {r.key: r for r in requests}
         returned: set[int] = set()
-        stream = backend.generate(requests, settings, cell.generation)
+        stream = iter(backend.generate(requests, settings, cell.generation))
         try:
-            for out in stream:
+            while True:
+                try:
+                    out = next(stream)
+                except StopIteration:
+                    break
+                except CastilloError:
+                    raise
+                except Exception as exc:  # the backend's own failure: named, one line, resumable
+                    pending = next((r.prompt.prompt_id for r in requests if r.key not in returned), "?")
+                    raise BackendCrashed(
+                        f"backend {name} failed on {cell.label} at prompt {pending} ({len(returned)} of "
+                        f"{len(requests)} prompts done): {type(exc).__name__}: {exc}; finished prompts are stored, "
+                        "re-run the same command to resume"
+                    ) from exc
                 request = by_key.get(out.key)
                 if request is None or out.key in returned:
                     raise BackendError(f"backend {name} returned unknown or repeated key {out.key}")

@@ -1,4 +1,4 @@
-"""Helpers for testing castillo and its plugins: a fake backend and a tiny corpus.
+"""The fake backend and the tiny corpus: built-in plugins for testing the engine without a model.
 
 The ``fake`` backend is deterministic (a prompt's lengths follow from its seed),
 respects the cap (``finish_reason="length"`` exactly at ``max_new_tokens``) and costs

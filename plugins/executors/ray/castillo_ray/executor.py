@@ -402,7 +402,8 @@ class RayExecutor(Executor):
         if lost:
             self._shown -= lost
             progress.advance(-lost, 0)  # the retry counts what was stored again when it starts
-        if isinstance(getattr(exc, "cause", None), CastilloError) or isinstance(exc, CastilloError):
+        cause = getattr(exc, "cause", None) or exc
+        if isinstance(cause, CastilloError) and not cause.retryable:
             why = "not retried (a user error fails the same way again)"
         elif stop:
             why = "not retried (interrupted)"
