@@ -11,7 +11,8 @@ public API, and only it:
 - :meth:`Engine.runner` builds the :class:`CellRunner` that generates a pending cell on
   an opened model and writes its parts (workers build theirs with
   :meth:`Engine.runner_settings` and their own store and progress);
-- :meth:`Engine.cell_started` and :meth:`Engine.record` put a cell's provenance and
+- :meth:`Engine.mark_running`, :meth:`Engine.cell_started`, :meth:`Engine.note_provenance` and
+  :meth:`Engine.record` put a cell's status, provenance and
   outcome into the manifest;
 - :meth:`Engine.stored` says which prompt ids of a cell the store holds now.
 """
@@ -230,6 +231,17 @@ class Engine:
         return CellRunner(self.store, self.runner_settings(), self.progress, self.stop)
 
     # -- the manifest ---------------------------------------------------------------------
+
+    def mark_running(self, cells: Sequence[Cell]) -> None:
+        """Mark cells running before their work is handed out (a cluster executor's tasks start later)."""
+        for cell in cells:
+            self.manifest.cells[cell.config_hash].status = "running"
+        self.save_manifest()
+
+    def note_provenance(self, cell: Cell, provenance: dict[str, Any]) -> None:
+        """Keep where a cell's numbers came from as soon as a worker reports it (before the cell ends)."""
+        self.manifest.cells[cell.config_hash].provenance = provenance
+        self.save_manifest()
 
     def cell_started(self, result: CellResult) -> None:
         """Mark a cell running with its provenance (written before generation starts)."""

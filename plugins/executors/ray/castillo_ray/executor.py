@@ -348,9 +348,7 @@ class RayExecutor(Executor):
 
         total = sum(len(p.prompt_set.prompts) for p in pending)
         stored = sum(p.already for p in pending)
-        for item in pending:
-            engine.manifest.cells[item.cell.config_hash].status = "running"
-        engine.save_manifest()
+        engine.mark_running([item.cell for item in pending])
         progress.message(
             f"ray: {len(self.tasks)} task(s) for {len(pending)} cell(s) on {_cluster(ray)}"
             + (f" (started in {self.init_seconds:.1f} s)" if self.init_seconds else ""),
@@ -421,9 +419,7 @@ class RayExecutor(Executor):
         """Keep the provenance of a finished task's cells (with its node) in the manifest."""
         for index, result in outcome.results:
             if result.provenance is not None:
-                entry = engine.manifest.cells[pending[index].cell.config_hash]
-                entry.provenance = {**result.provenance, "ray_node": outcome.node}
-        engine.save_manifest()
+                engine.note_provenance(pending[index].cell, {**result.provenance, "ray_node": outcome.node})
 
     def _finish(
         self,
