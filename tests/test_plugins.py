@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from castillo_core import Backend, Column, Metric, ModelInfo, hookimpl
 from castillo_core.api.errors import UnknownNameError
@@ -170,16 +171,25 @@ def test_allow_and_block_lists(tmp_path: Path, example_env: dict[str, str]) -> N
     assert "unknown corpus 'haiku'" in proc.stderr
 
 
-def test_duplicate_name_is_rejected_naming_both_distributions(tmp_path: Path) -> None:
+def test_duplicate_name_affects_only_that_name_whatever_the_load_order(tmp_path: Path) -> None:
     root = make_distribution(tmp_path / "site", "castillo-haiku", "haiku", "castillo_haiku", GOOD_CORPUS)
     make_distribution(root, "castillo-haiku-fork", "haikufork", "castillo_haiku_fork", DUPLICATE_CORPUS)
-    records = _plugins_json(_pythonpath(root))
-    # entry points load in name order: "haiku" first, so the fork is the one refused
-    assert records["haiku"]["status"] == "loaded"
-    fork = records["haikufork"]
-    assert fork["status"] == "failed"
-    assert "castillo-haiku-fork" in fork["error"] and "castillo-haiku)" in fork["error"]
-    assert "registered twice" in fork["error"]
+    env = _pythonpath(root)
+    records = _plugins_json(env)
+    # neither plugin is dropped: both load, both report the clash, and name the qualified way out
+    for name, dist in (("haiku", "castillo-haiku"), ("haikufork", "castillo-haiku-fork")):
+        assert records[name]["status"] == "loaded"
+        assert records[name]["provides"] == ["corpus:haiku"]
+        assert any(f"use {dist}:haiku" in c for c in records[name]["conflicts"])
+    out = tmp_path / "o"
+    ambiguous = castillo("run", "--backend", "fake", "--corpus", "haiku", "--out", str(out), env=env, check=False)
+    assert ambiguous.returncode == 2
+    assert "castillo-haiku:haiku or castillo-haiku-fork:haiku" in ambiguous.stderr
+    picked = castillo(
+        *("run", "--backend", "fake", "--corpus", "castillo-haiku-fork:haiku", "-n", "2", "--quiet", "--out", str(out)),
+        env=env,
+    )
+    assert "HaikuTwo\tdone\tprompts=1" in picked.stdout
 
 
 def test_listing_backends_does_not_import_heavy_libraries(tmp_path: Path) -> None:
@@ -272,9 +282,11 @@ class _HalfPlugin:
 def test_castillo_plugin_fixture_registers_for_one_test(castillo_plugin) -> None:  # type: ignore[no-untyped-def]
     plugins = castillo_plugin(_HalfPlugin(), name="half-plugin")
     assert plugins.metric("half") is _Half
-    # the same name again, from another plugin: refused, naming both plugins
-    with pytest.raises(AssertionError, match="registered twice: by plugin half-plugin"):
-        castillo_plugin(_HalfPlugin(), name="half-plugin-2")
+    # the same name again, from another plugin: both kept, the bare name ambiguous, a qualified name picks
+    castillo_plugin(_HalfPlugin(), name="half-plugin-2")
+    with pytest.raises(UnknownNameError, match="more than one plugin"):
+        plugins.metric("half")
+    assert plugins.get("metric", "half-plugin-2:half").plugin == "half-plugin-2"
 
 
 def test_fixture_removed_the_plugin_afterwards() -> None:
@@ -306,6 +318,9 @@ class _Scaled(Metric):
     """Writes its run option into a column, proving options reach the metric."""
 
     name = "scaled"
+
+    class Options(BaseModel):
+        factor: float = 1.0
 
     def response_columns(self) -> list[Column]:
         return [Column("scaled_tokens", "float64")]

@@ -55,7 +55,7 @@ class _Group(click.Group):
             if debug:
                 raise
             click.secho(f"error: {exc}", fg="red", err=True)
-            if getattr(exc, "exit_code", 2) == 130:
+            if getattr(exc, "exit_code", 2) in {130, 143}:
                 click.echo("re-run the same command to resume", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
@@ -207,8 +207,9 @@ def _add_core_commands() -> None:
     from castillo_core.cli.install import install, uninstall
     from castillo_core.cli.prompts import command as prompts
     from castillo_core.cli.rescore import command as rescore
+    from castillo_core.cli.verify import command as verify
 
-    for command in (install, prompts, rescore, uninstall):
+    for command in (install, prompts, rescore, uninstall, verify):
         if command.name not in cli.commands:
             cli.add_command(command)
 

@@ -37,10 +37,11 @@ def command(
     options = parse_metric_options(metric_options)
     settings = resolve(get_plugins(), list(metrics) or None, options) if metrics or not drop else []
     probe(settings, max_new_tokens=64, n=2)
-    for message in store.open().messages():
-        click.echo(f"warning: {message}", err=True)
-    summary = rescore(store.root, settings, drop=drop, store=store)
-    settle_records(store, settings, drop, summary)
+    with store.lock():
+        for message in store.open().messages():
+            click.echo(f"warning: {message}", err=True)
+        summary = rescore(store.root, settings, drop=drop, store=store)
+        settle_records(store, settings, drop, summary)
     result = {
         "out": summary.out,
         "metrics": [s.name for s in settings],

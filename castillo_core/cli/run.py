@@ -167,7 +167,9 @@ def execute(opts: dict[str, Any], argv: Sequence[str]) -> None:
     with progress, sigint_flushes(stop):
         summary = engine.run()
     if stop:
-        raise Interrupted(f"interrupted; finished prompts are stored in {spec.out}")
+        interrupted = Interrupted(f"interrupted; finished prompts are stored in {spec.out}")
+        interrupted.exit_code = stop.exit_code
+        raise interrupted
     _report(summary, quiet=bool(opts.get("quiet") or opts.get("log_json")))
     if summary.failures:
         raise CastilloError(

@@ -21,14 +21,23 @@ from castillo_core.api.errors import StoreError
 
 def _parts(root: Path, table: str) -> list[Path]:
     base = root / table
-    return sorted(p for p in base.rglob("part-*.parquet") if not any(s.startswith((".", "_")) for s in p.parts))
+    parts = sorted(
+        p for p in base.rglob("part-*.parquet") if not any(s.startswith((".", "_")) for s in p.relative_to(root).parts)
+    )
+    if table == "responses":  # a live writer renames a part's responses in first: wait for its prompts
+        parts = [p for p in parts if (root / "prompts" / p.relative_to(base)).exists()]
+    return parts
 
 
 def _check(root: Path, table: str) -> None:
+    """The output exists, holds ``table``, and passes the store's cheap integrity checks."""
+    from castillo_core.engine.store import Store
+
     if not (root / table).exists():
         if not root.exists():
             raise StoreError(f"{root} does not exist")
         raise StoreError(f"{root} holds no {table} table (is it a castillo output directory?)")
+    Store(root).check()
 
 
 def _unified_schema(root: Path, table: str, parts: list[Path]) -> pa.Schema:

@@ -119,7 +119,14 @@ class Engine:
     # -- running -----------------------------------------------------------------------
 
     def run(self) -> RunSummary:
-        """Check, record the run, execute every cell (locally unless told otherwise), record the end."""
+        """Check, record the run, execute every cell (locally unless told otherwise), record the end.
+
+        The whole run holds the output's writer lock: a second writer is refused at once.
+        """
+        with self.store.lock():
+            return self._run_locked()
+
+    def _run_locked(self) -> RunSummary:
         from castillo_core import __version__
         from castillo_core.executors.local import LocalExecutor
 
@@ -141,7 +148,9 @@ class Engine:
         try:
             (self.executor or LocalExecutor()).execute(self, summary)
             if self.stop:
-                raise Interrupted("interrupted; re-run the same command to resume")
+                interrupted = Interrupted(f"interrupted; finished prompts are stored in {self.store.root}")
+                interrupted.exit_code = getattr(self.stop, "exit_code", 130)
+                raise interrupted
             record.status = "done" if summary.ok else "incomplete"
         except Interrupted:
             record.status = "interrupted"

@@ -6,13 +6,21 @@ Layout of an output directory::
     OUT/prompts/model=<model>/dataset=<dataset>/part-<cell>-<attempt>-<seq>.parquet
     OUT/responses/model=<model>/dataset=<dataset>/part-<cell>-<attempt>-<seq>.parquet
 
-Every part is written to a hidden temporary file and renamed into place, so a reader
-never sees half a file. A part's responses are renamed in before its prompts: a
-prompt counts as finished only once its prompts row exists, and a responses part whose
-prompts partner never arrived (a crash between the two renames) is moved to
-``OUT/_quarantine/`` and reported on the next open, never read as data. Temporary
-files start with "." and quarantined ones live under "_", which pyarrow's dataset
-discovery skips, so even a foreign reader never counts them.
+Every part is written to a hidden temporary file (fsynced) and renamed into place, so a
+reader never sees half a file. A part's responses are renamed in first, then its line is
+appended to the ledger (``OUT/parts.jsonl``: rows, bytes and sha256 of both files, the
+commit point, see :mod:`castillo_core.engine.ledger`), then its prompts are renamed in: a
+prompt counts as finished only once its prompts row exists. On the next open a part whose
+ledger line was written but whose prompts rename was not is completed from its temporary
+file; a responses part with neither is moved to ``OUT/_quarantine/`` and reported, never
+read as data. Temporary files start with "." and quarantined ones live under "_", which
+pyarrow's dataset discovery skips. A prompts file no ledger line accounts for (a copy, a
+foreign file) or one whose size changed makes writers and readers stop with one line
+naming it; ``castillo verify`` checks checksums too and ``--repair`` quarantines.
+
+Partition directories are ``model=<model>/dataset=<dataset>`` with both values
+percent-encoded (as hive partitioning decodes them), so a name from the data can never
+leave the output directory.
 """
 
 from __future__ import annotations
@@ -26,12 +34,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from castillo_core.api.errors import StoreError
+from castillo_core.engine.ledger import FileRecord, Ledger, PartRecord
+from castillo_core.engine.locking import OutputLock, command_line
 from castillo_core.engine.manifest import Manifest, read_manifest, write_manifest
 from castillo_core.engine.schema import SCHEMA_VERSION
 
@@ -40,20 +51,62 @@ log = logging.getLogger(__name__)
 TABLES = ("prompts", "responses")
 QUARANTINE = "_quarantine"
 METADATA_KEY = b"castillo"
+LEDGER_NAME = "parts.jsonl"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename (never half a file)."""
+    """Write ``data`` to ``path`` through a temporary file and a rename (never half a file).
+
+    A failure (a full disk, a read-only directory) leaves no temporary file behind and is
+    one line naming the file.
+    """
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    _write_file(tmp, data)
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+_MAX_SEGMENT = 200  # bytes of an encoded directory name (file systems allow 255)
+
+
+def segment(value: str, what: str) -> str:
+    """``value`` as one safe directory name: percent-encoded, never ``.``/``..``, never too long.
+
+    Refuses what no directory should be named after (empty, control characters such as NUL)
+    with one line naming the value; :func:`castillo_core.engine.plan.expand` calls it before
+    anything runs.
+    """
+    if not isinstance(value, str) or not value:
+        raise StoreError(f"{what} {value!r} cannot name a directory: it is empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise StoreError(f"{what} {value!r} cannot name a directory: it holds control characters")
+    encoded = quote(value, safe="-_.~+@=,")
+    if encoded in {".", ".."}:
+        encoded = encoded.replace(".", "%2E")
+    if len(encoded.encode()) > _MAX_SEGMENT:
+        raise StoreError(
+            f"{what} {value[:60]!r}... is {len(value)} characters: too long to name a directory "
+            f"(at most {_MAX_SEGMENT} bytes encoded); give it a shorter name"
+        )
+    return encoded
 
 
 def partition_dir(root: Path, table: str, model: str, dataset: str) -> Path:
-    return root / table / f"model={model}" / f"dataset={dataset}"
+    return root / table / f"model={segment(model, 'model')}" / f"dataset={segment(dataset, 'dataset')}"
 
 
 @dataclass
@@ -63,9 +116,15 @@ class ScanReport:
     removed_temporary: list[str] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)
+    adopted: int = 0
 
     def messages(self) -> list[str]:
         out = []
+        if self.completed:
+            out.append(f"completed {len(self.completed)} part(s) whose commit a crash interrupted")
+        if self.adopted:
+            out.append(f"recorded {self.adopted} part(s) written before castillo kept a ledger in {LEDGER_NAME}")
         if self.removed_temporary:
             out.append(f"removed {len(self.removed_temporary)} temporary file(s) left by an interrupted write")
         if self.quarantined:
@@ -79,52 +138,126 @@ class ScanReport:
 
 
 class Store:
-    """One output directory: parts, resume index and manifest."""
+    """One output directory: parts, ledger, resume index and manifest."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.attempt = uuid.uuid4().hex[:8]
+        self.ledger = Ledger(self.root)
         self._seq = 0
         self._finished: dict[tuple[str, str], dict[str, set[str]]] = {}
 
     # -- opening and scanning --------------------------------------------------------
 
-    def open(self) -> ScanReport:
-        """Create the directory if needed and clean what a crash may have left.
+    def lock(self, what: str | None = None) -> OutputLock:
+        """The output's writer lock (see :mod:`castillo_core.engine.locking`); use it as a context manager."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return OutputLock(self.root, what or command_line())
 
-        Also forgets the remembered resume index: other processes (Ray workers) may have
-        written parts since it was read.
+    def open(self) -> ScanReport:
+        """Create the directory if needed, finish or clean what a crash left, and check the parts.
+
+        Also forgets the remembered resume index: other processes (a cluster's workers) may
+        have written parts since it was read. Call it only under the writer lock: it moves
+        files a live writer may still be renaming.
         """
         self._finished.clear()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot create output directory {self.root}: {exc}") from None
+            raise StoreError(f"cannot create output directory {self.root}: {exc.strerror or exc}") from None
         if self.root.is_file():
             raise StoreError(f"output {self.root} is a file, not a directory")
-        return self._scan()
+        report = self._scan()
+        self.check()
+        return report
 
     def _scan(self) -> ScanReport:
         report = ScanReport()
+        committed = self.ledger.parts()
+        for tmp in (
+            sorted((self.root / "prompts").rglob(".tmp-part-*.parquet")) if (self.root / "prompts").exists() else []
+        ):
+            final = tmp.with_name(tmp.name.removeprefix(".tmp-"))
+            record = committed.get(self._rel(final))
+            if record is not None and not final.exists() and _digest(tmp) == record.prompts.sha256:
+                os.replace(tmp, final)  # the ledger says committed: finish the rename
+                report.completed.append(self._rel(final))
         for table in TABLES:
             base = self.root / table
-            if not base.exists():
-                continue
-            for tmp in base.rglob(".tmp-*"):
-                tmp.unlink(missing_ok=True)
-                report.removed_temporary.append(str(tmp.relative_to(self.root)))
+            if base.exists():
+                for tmp in base.rglob(".tmp-*"):
+                    tmp.unlink(missing_ok=True)
+                    report.removed_temporary.append(self._rel(tmp))
         responses = self.root / "responses"
         if responses.exists():
             for part in responses.rglob("part-*.parquet"):
                 partner = self.root / "prompts" / part.relative_to(responses)
                 if not partner.exists():
-                    target = self.root / QUARANTINE / part.relative_to(self.root)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.move(str(part), str(target))
-                    report.quarantined.append(str(part.relative_to(self.root)))
+                    self._quarantine(part)
+                    report.quarantined.append(self._rel(part))
+                    if self._rel(partner) in committed:
+                        self.ledger.remove(self._rel(partner), "its prompts file never arrived")
+        if not self.ledger.exists() and self.prompt_parts():
+            report.adopted = self._adopt()
         for message in report.messages():
             log.warning("%s: %s", self.root, message)
         return report
+
+    def _adopt(self) -> int:
+        """Record the parts of an output written before the ledger existed (trusted as they are)."""
+        count = 0
+        for part in self.prompt_parts():
+            partner = self.responses_part(part)
+            if partner.exists():
+                self.ledger.append(PartRecord(_record(self.root, part), _record(self.root, partner)))
+                count += 1
+        return count
+
+    def _quarantine(self, path: Path) -> Path:
+        target = self.root / QUARANTINE / path.relative_to(self.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), str(target))
+        return target
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def check(self) -> None:
+        """The cheap integrity checks (no hashing): every part committed, present and of its recorded size.
+
+        Raises one line naming the first bad part and the way forward. An output without a
+        ledger (written before castillo kept one, and not yet opened by a writer) is not checked.
+        """
+        problems = self.problems()
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise StoreError(
+                f"{self.root}: part {problems[0][0]} {problems[0][1]}{more}; run `castillo verify {self.root}` to "
+                f"see every problem, and `castillo verify {self.root} --repair` to quarantine them (the next run "
+                "generates their prompts again)"
+            )
+
+    def problems(self) -> list[tuple[str, str]]:
+        """What :meth:`check` refuses, as (file relative to the output, what is wrong)."""
+        if not self.ledger.exists():
+            return []
+        committed = self.ledger.parts()
+        out: list[tuple[str, str]] = []
+        for record in committed.values():
+            for file in (record.prompts, record.responses):
+                path = self.root / file.path
+                if not path.exists():
+                    out.append((file.path, "is missing"))
+                elif path.stat().st_size != file.size:
+                    out.append((file.path, f"has {path.stat().st_size} bytes, {file.size} were written"))
+        recorded = {f.path for r in committed.values() for f in (r.prompts, r.responses)}
+        for table in TABLES:
+            base = self.root / table
+            for path in sorted(base.rglob("part-*.parquet")) if base.exists() else []:
+                if not _hidden(path, self.root) and self._rel(path) not in recorded:
+                    out.append((self._rel(path), "was not written by castillo into this output (a copy?)"))
+        return out
 
     def prompt_parts(self, model: str | None = None, dataset: str | None = None) -> list[Path]:
         """Finished prompts parts, optionally of one partition."""
@@ -133,7 +266,7 @@ class Store:
             base = partition_dir(self.root, "prompts", model, dataset)
         if not base.exists():
             return []
-        return sorted(base.rglob("part-*.parquet"))
+        return sorted(p for p in base.rglob("part-*.parquet") if not _hidden(p, self.root))
 
     def finished(self, model: str, dataset: str) -> dict[str, set[str]]:
         """Prompt ids already stored in a partition, grouped by config hash.
@@ -186,7 +319,9 @@ class Store:
         self._seq += 1
         self._finished.pop((model, dataset), None)
         name = f"part-{config_hash[:12]}-{self.attempt}-{self._seq:05d}.parquet"
-        self._write_pair(name, model, dataset, prompts, responses, metadata)
+        prompts_dir = partition_dir(self.root, "prompts", model, dataset)
+        responses_dir = partition_dir(self.root, "responses", model, dataset)
+        self._write_pair(name, prompts_dir, responses_dir, prompts, responses, metadata)
         return name
 
     def rewrite_part(
@@ -194,25 +329,63 @@ class Store:
     ) -> None:
         """Replace an existing part (both tables) in place, each file atomically; responses first.
 
-        A crash between the two renames leaves new responses beside the old prompts part,
-        whose metadata still says the old columns: whoever rewrote it (a rescore) does it again.
+        Its new ledger line supersedes the old one. A crash between the two renames leaves
+        new responses beside the old prompts part, whose metadata still says the old
+        columns: whoever rewrote it (a rescore) does it again.
         """
-        partition = prompts_part.parent
-        model = partition.parent.name.removeprefix("model=")
-        dataset = partition.name.removeprefix("dataset=")
-        self._write_pair(prompts_part.name, model, dataset, prompts, responses, metadata)
+        self._write_pair(
+            prompts_part.name,
+            prompts_part.parent,
+            self.responses_part(prompts_part).parent,
+            prompts,
+            responses,
+            metadata,
+        )
 
     def _write_pair(
-        self, name: str, model: str, dataset: str, prompts: pa.Table, responses: pa.Table, metadata: Mapping[str, Any]
+        self,
+        name: str,
+        prompts_dir: Path,
+        responses_dir: Path,
+        prompts: pa.Table,
+        responses: pa.Table,
+        metadata: Mapping[str, Any],
     ) -> None:
+        """Commit one part: both files written and fsynced, responses renamed, ledger line, prompts renamed."""
         blob = json.dumps({"schema_version": SCHEMA_VERSION, **metadata}, sort_keys=True, default=str).encode()
-        for table_name, table in (("responses", responses), ("prompts", prompts)):
-            directory = partition_dir(self.root, table_name, model, dataset)
-            directory.mkdir(parents=True, exist_ok=True)
-            tmp = directory / f".tmp-{name}"
+        files = []
+        for directory, table in ((responses_dir, responses), (prompts_dir, prompts)):
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot write into {directory}: {exc.strerror or exc}") from None
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: blob})
-            pq.write_table(table, tmp, compression="zstd", compression_level=1)
-            os.replace(tmp, directory / name)
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink, compression="zstd", compression_level=1)
+            data = sink.getvalue().to_pybytes()
+            files.append(
+                (
+                    directory / f".tmp-{name}",
+                    directory / name,
+                    FileRecord.of(self._rel(directory / name), table.num_rows, data),
+                    data,
+                )
+            )
+        try:
+            for tmp, _, _, data in files:
+                _write_file(tmp, data)
+            (r_tmp, r_final, r_record, _), (p_tmp, p_final, p_record, _) = files
+            os.replace(r_tmp, r_final)
+            self.ledger.append(PartRecord(p_record, r_record, metadata.get("config_hash")))
+            os.replace(p_tmp, p_final)
+        except OSError as exc:
+            for tmp, _, _, _ in files:
+                tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write a part into {self.root}: {exc.strerror or exc}") from None
+        except BaseException:
+            for tmp, _, _, _ in files:
+                tmp.unlink(missing_ok=True)
+            raise
 
     def responses_part(self, prompts_part: Path) -> Path:
         """The responses partner of a prompts part."""
@@ -248,3 +421,24 @@ def part_metadata(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {}
     return blob if isinstance(blob, dict) else {}
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    """Under a ``.``/``_`` directory or named so (temporary files, the quarantine): never data."""
+    return any(p.startswith((".", "_")) for p in path.relative_to(root).parts)
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record(root: Path, path: Path) -> FileRecord:
+    return FileRecord(
+        path.relative_to(root).as_posix(), pq.read_metadata(path).num_rows, path.stat().st_size, _digest(path)
+    )
