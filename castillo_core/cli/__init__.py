@@ -128,7 +128,7 @@ def cli(debug: bool) -> None:
 @click.option("--log-json", is_flag=True, help="Progress as JSON lines on stderr (batch jobs).")
 @click.option(
     "--flush-every",
-    type=int,
+    type=click.IntRange(min=1),
     default=20_000,
     show_default=True,
     help="Write a part every this many responses (and at least every 30 s).",

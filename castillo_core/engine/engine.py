@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from castillo_core.api.contracts import Executor, Metric
-from castillo_core.api.errors import ConfigChangedError, Interrupted
+from castillo_core.api.errors import ConfigChangedError, CorpusError, Interrupted
 from castillo_core.engine.manifest import Manifest, RunRecord, now
 from castillo_core.engine.metrics import probe as probe_metrics
 from castillo_core.engine.metrics import resolve as resolve_metrics
@@ -192,6 +192,13 @@ class Engine:
         pending: list[PendingCell] = []
         for cell in cells:
             prompt_set = load_prompts(cell)
+            if not prompt_set.prompts and cell.selection.limit != 0:
+                source = f" ({cell.selection.source})" if cell.selection.source else ""
+                raise CorpusError(
+                    f"corpus {cell.corpus_cls.name}{source} selected no prompt for {cell.label}"
+                    + (f": all {len(prompt_set.rejections)} record(s) were rejected" if prompt_set.rejections else "")
+                    + "; check the file, --split and -C options (castillo prompts shows the selection)"
+                )
             done_ids = self.stored(cell)
             remaining = [p for p in prompt_set.prompts if p.prompt_id not in done_ids]
             already = len(prompt_set.prompts) - len(remaining)

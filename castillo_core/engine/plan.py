@@ -22,8 +22,9 @@ from castillo_core.api.contracts import Backend, Corpus
 from castillo_core.api.errors import ConfigError
 from castillo_core.api.ids import model_name
 from castillo_core.api.records import CorpusSelection, GenerationConfig, ModelSpec
-from castillo_core.engine.prompts import resolve_source
+from castillo_core.engine.prompts import resolve_source, source_digest
 from castillo_core.engine.schema import SCHEMA_VERSION
+from castillo_core.engine.store import segment
 from castillo_core.plugins import Plugins
 
 if sys.version_info >= (3, 11):
@@ -96,11 +97,26 @@ def read_grid_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         with open(path, "rb") as handle:
-            return tomllib.load(handle)
+            data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"grid file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"grid file {path} is not valid TOML: {exc}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"grid file {path} is a directory") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"grid file {path} is not valid TOML (UTF-8 text): {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"grid file {path} cannot be read: {exc.strerror or exc}") from None
+    for key, kind in (("models", list), ("corpora", list), ("generation", dict), ("metric_options", dict)):
+        if key in data and not isinstance(data[key], kind):
+            table = "[[" + key + "]] tables" if kind is list else "a [" + key + "] table"
+            raise ConfigError(f"grid file {path}: key {key}: expected {table}, got {type(data[key]).__name__}")
+    for key in ("models", "corpora"):
+        for number, entry in enumerate(data.get(key, []), 1):
+            if not isinstance(entry, dict):
+                raise ConfigError(
+                    f"grid file {path}: {key} entry {number}: expected a table, got {type(entry).__name__}"
+                )
+    return data
 
 
 @dataclass(frozen=True)
@@ -141,57 +157,21 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def expand(spec: RunSpec, plugins: Plugins) -> list[Cell]:
-    """Expand the grid into cells, in model-major order (each model is opened once)."""
+    """Expand the grid into cells, in model-major order (each model is opened once).
+
+    Names that will name directories (model, dataset) are checked here, before anything runs.
+    """
     cells: list[Cell] = []
     for model_entry in spec.models:
         backend_cls = plugins.backend(model_entry.backend)
         model_spec = model_entry.spec().model_copy(update={"backend": backend_cls.name})
         model_id = backend_cls.model_id(model_spec)
         for corpus_entry in spec.corpora:
-            corpus_cls = plugins.corpus(corpus_entry.name)
-            selection = CorpusSelection(
-                corpus=corpus_cls.name,
-                source=resolve_source(corpus_entry.source),
-                split=corpus_entry.split,
-                limit=corpus_entry.limit,
-                sample_seed=corpus_entry.sample_seed,
-                options=corpus_entry.options,
-                strict=spec.strict,
-            )
-            corpus = corpus_cls(selection)
-            config = {
-                "schema": SCHEMA_VERSION.split(".")[0],
-                "backend": backend_cls.name,
-                "model": model_id,
-                "revision": model_spec.revision,
-                "dtype": model_spec.dtype,
-                "backend_options": backend_cls.hashed_options(model_spec.options),
-                "corpus": {
-                    "name": corpus_cls.name,
-                    "dataset": corpus.dataset_name(),
-                    "source": selection.source,
-                    "split": corpus.split,
-                    "sample_seed": selection.sample_seed,
-                    "options": selection.options,
-                    "version": corpus.version(),
-                },
-                "generation": spec.generation.model_dump(),
-            }
-            cells.append(
-                Cell(
-                    spec=model_spec,
-                    selection=selection,
-                    generation=spec.generation,
-                    backend_cls=backend_cls,
-                    corpus_cls=corpus_cls,
-                    model_id=model_id,
-                    dataset=corpus.dataset_name(),
-                    config=config,
-                    config_hash=config_hash(config),
-                )
-            )
+            cells.append(_cell(spec, plugins, backend_cls, model_spec, model_id, corpus_entry))
     seen: dict[tuple[str, str], Cell] = {}
     for cell in cells:
+        segment(cell.model, "model")
+        segment(cell.dataset, "dataset")
         key = (cell.model, cell.dataset)
         if key in seen and seen[key].config_hash != cell.config_hash:
             raise ConfigError(
@@ -200,6 +180,58 @@ def expand(spec: RunSpec, plugins: Plugins) -> list[Cell]:
             )
         seen[key] = cell
     return list({(c.model, c.dataset): c for c in cells}.values())
+
+
+def _cell(
+    spec: RunSpec,
+    plugins: Plugins,
+    backend_cls: type[Backend],
+    model_spec: ModelSpec,
+    model_id: str,
+    corpus_entry: CorpusEntry,
+) -> Cell:
+    corpus_cls = plugins.corpus(corpus_entry.name)
+    selection = CorpusSelection(
+        corpus=corpus_cls.name,
+        source=resolve_source(corpus_entry.source),
+        split=corpus_entry.split,
+        limit=corpus_entry.limit,
+        sample_seed=corpus_entry.sample_seed,
+        options=corpus_entry.options,
+        strict=spec.strict,
+    )
+    corpus = corpus_cls(selection)
+    config = {
+        "schema": SCHEMA_VERSION.split(".")[0],
+        "backend": backend_cls.name,
+        "model": model_id,
+        "revision": model_spec.revision,
+        "dtype": model_spec.dtype,
+        "backend_options": backend_cls.hashed_options(model_spec.options),
+        "corpus": {
+            "name": corpus_cls.name,
+            "dataset": corpus.dataset_name(),
+            "source": selection.source,
+            # the source's content: a file edited in place is a different selection, refused with the diff
+            "content": source_digest(selection.source),
+            "split": corpus.split,
+            "sample_seed": selection.sample_seed,
+            "options": selection.options,
+            "version": corpus.version(),
+        },
+        "generation": spec.generation.model_dump(),
+    }
+    return Cell(
+        spec=model_spec,
+        selection=selection,
+        generation=spec.generation,
+        backend_cls=backend_cls,
+        corpus_cls=corpus_cls,
+        model_id=model_id,
+        dataset=corpus.dataset_name(),
+        config=config,
+        config_hash=config_hash(config),
+    )
 
 
 def describe_difference(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

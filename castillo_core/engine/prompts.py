@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,38 @@ def resolve_source(value: str | None) -> str | None:
         return None
     path = Path(value).expanduser()
     return str(path.resolve()) if path.exists() else value
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source_digest(source: str | None) -> str | None:
+    """The content of a local corpus source (a file, or every file of a directory), as a sha256.
+
+    ``None`` for sources that are not local paths (a hub name): their revision is the corpus's
+    business (``Corpus.version``).
+    """
+    if source is None:
+        return None
+    path = Path(source)
+    if path.is_file():
+        stat = path.stat()
+        return "sha256:" + _digest(str(path), stat.st_size, stat.st_mtime_ns)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            stat = file.stat()
+            digest.update(
+                f"{file.relative_to(path).as_posix()}\0{_digest(str(file), stat.st_size, stat.st_mtime_ns)}\n".encode()
+            )
+        return "sha256:" + digest.hexdigest()
+    return None
 
 
 def select_prompts(corpus_cls: type[Corpus], selection: CorpusSelection) -> PromptSet:

@@ -167,7 +167,7 @@ class Plugins:
                 continue
             try:
                 module = ep.load()
-            except Exception as exc:  # noqa: BLE001 - one broken plugin must not kill the host
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - one broken plugin (even sys.exit) must not kill the host
                 self._fail(record, exc, "import")
                 self.records[ep.name] = record
                 continue
@@ -204,14 +204,14 @@ class Plugins:
                 self.pm.unregister(name=record.name)
             self._fail(record, PluginError(self._explain(exc)), "register")
             return
-        except Exception as exc:  # noqa: BLE001 - one broken plugin must not kill the host
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - one broken plugin must not kill the host
             self._fail(record, exc, "register")
             return
         failed = False
         for kind, hook_name in _KIND_HOOKS.items():
             try:
                 self._call(record.name, hook_name, register=_Registrar(self, kind, record))
-            except Exception as exc:  # noqa: BLE001 - the plugin's other hooks keep their registrations
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - the plugin's other hooks keep their registrations
                 self._drop_entries(record.name, kind)
                 self._fail(record, exc, f"{hook_name}()")
                 failed = True
@@ -394,7 +394,7 @@ class Plugins:
             before = set(getattr(cli, "commands", {}))
             try:
                 self._call(record.name, "castillo_register_commands", cli=cli)
-            except Exception as exc:  # noqa: BLE001
+            except (Exception, SystemExit) as exc:  # noqa: BLE001
                 self._fail(record, exc, "castillo_register_commands()")
                 continue
             added = sorted(set(getattr(cli, "commands", {})) - before)
