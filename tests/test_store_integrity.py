@@ -112,7 +112,7 @@ def test_damaged_parts_are_refused_and_repair_regenerates_exactly_them(tmp_path:
         prompts = out / "prompts" / victim.relative_to(out / "responses")
         (victim.parent / "part-copied.parquet").write_bytes(victim.read_bytes())
         (prompts.parent / "part-copied.parquet").write_bytes(prompts.read_bytes())
-    for command in (RUN + ("--out", str(out)), ("show", str(out))):
+    for command in ((*RUN, "--out", str(out)), ("show", str(out))):
         refused = castillo(*command, check=False)
         assert refused.returncode == 2 and "castillo verify" in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
