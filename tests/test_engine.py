@@ -33,7 +33,7 @@ def test_run_writes_both_tables_with_v1_columns_first(tmp_path: Path) -> None:
     assert prompts.num_rows == 12 and responses.num_rows == 72
     part = next((out / "prompts").rglob("part-*.parquet"))
     assert tuple(pq.read_schema(part).names[: len(V1_COLUMNS)]) == V1_COLUMNS
-    assert part.parent.name == "dataset=Tiny" and part.parent.parent.name == "model=fake--model"
+    assert part.parent.name == "Tiny" and part.parent.parent.name == "fake--model"
     rows = prompts.to_pylist()
     for row in rows:
         sizes = np.array(row["output_sizes"])

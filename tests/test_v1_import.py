@@ -87,8 +87,8 @@ def test_import_writes_castillo_layout_with_v1_columns(tmp_path: Path) -> None:
     assert "imported 4 row(s) from 2 file(s)" in result.stdout
     parts = sorted((out / "prompts").rglob("part-*.parquet"))
     assert [p.parent.relative_to(out / "prompts").as_posix() for p in parts] == [
-        f"model={MODEL}/dataset=Alpaca",
-        f"model={MODEL}/dataset=Mbpp",
+        f"{MODEL}/Alpaca",
+        f"{MODEL}/Mbpp",
     ]
     assert pq.read_schema(parts[0]).names == prompts_schema().names
     for part in (out / "responses").rglob("part-*.parquet"):

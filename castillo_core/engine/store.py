@@ -3,8 +3,9 @@
 Layout of an output directory::
 
     OUT/manifest.json
-    OUT/prompts/model=<model>/dataset=<dataset>/part-<cell>-<attempt>-<seq>.parquet
-    OUT/responses/model=<model>/dataset=<dataset>/part-<cell>-<attempt>-<seq>.parquet
+    OUT/parts.jsonl
+    OUT/prompts/<model>/<dataset>/part-<cell>-<attempt>-<seq>.parquet
+    OUT/responses/<model>/<dataset>/part-<cell>-<attempt>-<seq>.parquet
 
 Every part is written to a hidden temporary file (fsynced) and renamed into place, so a
 reader never sees half a file. A part's responses are renamed in first, then its line is
@@ -18,9 +19,14 @@ pyarrow's dataset discovery skips. A prompts file no ledger line accounts for (a
 foreign file) or one whose size changed makes writers and readers stop with one line
 naming it; ``castillo verify`` checks checksums too and ``--repair`` quarantines.
 
-Partition directories are ``model=<model>/dataset=<dataset>`` with both values
-percent-encoded (as hive partitioning decodes them), so a name from the data can never
-leave the output directory.
+Partition directories are ``<model>/<dataset>``, percent-encoded so a name from the data
+can never leave the output directory (nor start with ``.``/``_``, which readers skip). They
+are deliberately not hive ``key=value`` directories: ``model`` and ``dataset`` are columns of
+every file (CASTILLO v1's first columns), and a hive key that repeats a file column breaks
+readers one way or the other (pandas infers the key as a dictionary and refuses the string
+column; pyarrow's own hive discovery refuses a dictionary column). Plain directories read
+the same in pandas, polars, DuckDB, pyarrow.dataset and ``datasets``. Outputs written with
+``model=``/``dataset=`` directories are moved to this layout the next time a writer opens them.
 """
 
 from __future__ import annotations
@@ -94,9 +100,9 @@ def segment(value: str, what: str) -> str:
         raise StoreError(f"{what} {value!r} cannot name a directory: it is empty")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise StoreError(f"{what} {value!r} cannot name a directory: it holds control characters")
-    encoded = quote(value, safe="-_.~+@=,")
-    if encoded in {".", ".."}:
-        encoded = encoded.replace(".", "%2E")
+    encoded = quote(value, safe="-_.~+@,")
+    if encoded[0] in "._":  # never hidden from readers, never "." or ".."
+        encoded = f"%{ord(encoded[0]):02X}{encoded[1:]}"
     if len(encoded.encode()) > _MAX_SEGMENT:
         raise StoreError(
             f"{what} {value[:60]!r}... is {len(value)} characters: too long to name a directory "
@@ -106,7 +112,7 @@ def segment(value: str, what: str) -> str:
 
 
 def partition_dir(root: Path, table: str, model: str, dataset: str) -> Path:
-    return root / table / f"model={segment(model, 'model')}" / f"dataset={segment(dataset, 'dataset')}"
+    return root / table / segment(model, "model") / segment(dataset, "dataset")
 
 
 @dataclass
@@ -174,6 +180,7 @@ class Store:
 
     def _scan(self) -> ScanReport:
         report = ScanReport()
+        self._migrate_layout()
         committed = self.ledger.parts()
         for tmp in (
             sorted((self.root / "prompts").rglob(".tmp-part-*.parquet")) if (self.root / "prompts").exists() else []
@@ -203,6 +210,26 @@ class Store:
         for message in report.messages():
             log.warning("%s: %s", self.root, message)
         return report
+
+    def _migrate_layout(self) -> None:
+        """Move ``model=X/dataset=Y`` directories (castillo 0.1) to the plain encoded layout."""
+        if self.ledger.exists():
+            return  # written by this layout's castillo: nothing to move
+        for table in TABLES:
+            base = self.root / table
+            for model_dir in sorted(base.glob("model=*")) if base.exists() else []:
+                for dataset_dir in sorted(model_dir.glob("dataset=*")):
+                    target = partition_dir(
+                        self.root,
+                        table,
+                        model_dir.name.removeprefix("model="),
+                        dataset_dir.name.removeprefix("dataset="),
+                    )
+                    target.mkdir(parents=True, exist_ok=True)
+                    for item in dataset_dir.iterdir():
+                        os.replace(item, target / item.name)
+                    dataset_dir.rmdir()
+                model_dir.rmdir()
 
     def _adopt(self) -> int:
         """Record the parts of an output written before the ledger existed (trusted as they are)."""
