@@ -32,6 +32,7 @@ from castillo_core.api.contracts import (
     Predictor,
     Preset,
     ResponseBatch,
+    View,
     missing_requirements,
     parse_options,
 )
@@ -99,6 +100,8 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     "castillo_core.engine.work": ("CellResult", "PendingCell", "RunSummary"),
     "castillo_core.engine.progress": ("Progress",),
     "castillo_core.engine.signals": ("StopFlag",),
+    # castillo from Python (notebooks, pipelines)
+    "castillo_core.library": ("Dataset", "open_dataset", "run"),
 }
 _LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
 
@@ -118,15 +121,15 @@ __all__ = [
     "V1_HIGH_VARIANCE_LIMIT", "V1_MAX_NEW_TOKENS", "V1_MAX_PROMPT_TOKENS", "V1_N", "Backend", "BackendCrashed",
     "BackendError", "BackendUnavailableError", "CastilloError", "Cell", "CellResult", "CellRunner", "Column",
     "ColumnRole", "Completion", "ConfigChangedError", "ConfigError", "Corpus", "CorpusError", "CorpusSelection",
-    "Engine", "Executor", "FinishReason", "GenerationConfig", "GenerationRequest", "Interrupted", "LengthStats",
-    "Manifest", "Metric", "MetricContext", "ModelInfo", "ModelSpec", "OpenedModel", "PendingCell", "PluginError",
-    "Predictor", "Preset", "Progress", "Prompt", "PromptResult", "PromptSet", "Rejection", "Rendered",
-    "ResponseBatch", "RunSpec", "RunSummary", "RunnerSettings", "SamplingSettings", "StopFlag", "Store",
-    "StoreError", "UnknownNameError", "__version__", "atomic_write_bytes", "build_requests", "config_hash",
-    "declared_columns", "detectors", "encode_prompt", "flag_column", "flag_count_column", "get_plugins",
-    "has_chat_template", "high_variance_limit", "hookimpl", "length_stats", "load_spec", "missing_requirements",
-    "model_name", "parse_options", "prompt_id", "prompt_seed", "prompts_schema", "read_manifest", "read_schema",
-    "read_table", "render_with_tokenizer", "responses_schema", "sample_id", "select_prompts", "summarize",
-    "template_ids", "v1_length_flags",
+    "Dataset", "Engine", "Executor", "FinishReason", "GenerationConfig", "GenerationRequest", "Interrupted",
+    "LengthStats", "Manifest", "Metric", "MetricContext", "ModelInfo", "ModelSpec", "OpenedModel", "PendingCell",
+    "PluginError", "Predictor", "Preset", "Progress", "Prompt", "PromptResult", "PromptSet", "Rejection",
+    "Rendered", "ResponseBatch", "RunSpec", "RunSummary", "RunnerSettings", "SamplingSettings", "StopFlag",
+    "Store", "StoreError", "UnknownNameError", "View", "__version__", "atomic_write_bytes", "build_requests",
+    "config_hash", "declared_columns", "detectors", "encode_prompt", "flag_column", "flag_count_column",
+    "get_plugins", "has_chat_template", "high_variance_limit", "hookimpl", "length_stats", "load_spec",
+    "missing_requirements", "model_name", "open_dataset", "parse_options", "prompt_id", "prompt_seed",
+    "prompts_schema", "read_manifest", "read_schema", "read_table", "render_with_tokenizer", "responses_schema",
+    "run", "sample_id", "select_prompts", "summarize", "template_ids", "v1_length_flags",
 ]
 # fmt: on

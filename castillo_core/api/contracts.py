@@ -393,7 +393,19 @@ class Executor(_Described, ABC):
         """Generate every pending cell of ``engine`` and put each cell's result into ``summary``."""
 
 
-PluginKind = Literal["backend", "corpus", "metric", "preset", "predictor", "executor"]
+class View(_Described, ABC):
+    """A derived view of a dataset's rows (CASTILLO v1's ``degenerate`` and ``sanitized``, ...).
+
+    ``castillo_core.open_dataset(OUT).prompts(view=NAME, **options)`` and the exports use it.
+    ``options`` are the view's own (a detector, a cap); validate them with ``parse_options``.
+    """
+
+    @abstractmethod
+    def compute(self, prompts: Any, responses: Any, **options: Any) -> tuple[Any, Any]:
+        """The view's (prompts, responses) pyarrow Tables from a dataset's; never modifies its input."""
+
+
+PluginKind = Literal["backend", "corpus", "metric", "preset", "predictor", "executor", "view"]
 CONTRACTS: dict[str, type] = {
     "backend": Backend,
     "corpus": Corpus,
@@ -401,4 +413,5 @@ CONTRACTS: dict[str, type] = {
     "preset": Preset,
     "predictor": Predictor,
     "executor": Executor,
+    "view": View,
 }

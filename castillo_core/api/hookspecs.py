@@ -46,5 +46,10 @@ def castillo_register_executors(register: Any) -> None:
 
 
 @hookspec
+def castillo_register_views(register: Any) -> None:
+    """Call ``register(ViewClass)`` for each derived view of a dataset the plugin provides."""
+
+
+@hookspec
 def castillo_register_commands(cli: Any) -> None:
     """Add subcommands to the ``castillo`` click group ``cli``."""

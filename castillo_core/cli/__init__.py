@@ -183,7 +183,9 @@ def plugins(as_json: bool) -> None:
 
 
 @cli.command("list")
-@click.argument("kind", type=click.Choice(["backends", "corpora", "metrics", "presets", "predictors", "executors"]))
+@click.argument(
+    "kind", type=click.Choice(["backends", "corpora", "metrics", "presets", "predictors", "executors", "views"])
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_(kind: str, as_json: bool) -> None:
     """List backends, corpora, metrics, presets, predictors or executors."""

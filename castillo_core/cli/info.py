@@ -157,6 +157,7 @@ def show_list(kind: str, as_json: bool) -> None:
         "presets": preset_rows,
         "predictors": lambda: metric_rows("predictor"),
         "executors": lambda: metric_rows("executor"),
+        "views": lambda: metric_rows("view"),
     }[kind]()
     if as_json:
         print(json.dumps(rows, indent=2, default=str))

@@ -91,15 +91,18 @@ def _apply_corpus_flags(data: dict[str, Any], opts: dict[str, Any]) -> None:
         entry.setdefault("options", {}).update(corpus_options)
 
 
-def build_spec_dict(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The run spec as a dict, and where it came from (for error messages)."""
+def build_spec_dict(opts: dict[str, Any], base: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+    """The run spec as a dict, and where it came from (for error messages).
+
+    ``base`` is a spec dict under everything else (the Python API's ``run(spec_dict, ...)``).
+    """
     from castillo_core.engine.plan import read_grid_file
     from castillo_core.plugins import get_plugins
 
-    where = "command line"
-    data: dict[str, Any] = {}
+    where = "command line" if base is None else "run() spec"
+    data: dict[str, Any] = copy.deepcopy(base) if base else {}
     if opts.get("preset"):
-        data = get_plugins().preset(opts["preset"]).spec_dict()
+        data = _merge(get_plugins().preset(opts["preset"]).spec_dict(), data)
         where = f"preset {opts['preset']}"
     if opts.get("config_path"):
         data = _merge(data, read_grid_file(opts["config_path"]))

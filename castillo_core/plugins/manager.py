@@ -50,6 +50,7 @@ _KIND_HOOKS = {
     "preset": "castillo_register_presets",
     "predictor": "castillo_register_predictors",
     "executor": "castillo_register_executors",
+    "view": "castillo_register_views",
 }
 _BUILTINS = ("castillo_core.executors.local", "castillo_core.testing")
 
