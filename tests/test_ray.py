@@ -286,6 +286,9 @@ def test_worker_killed_mid_task_is_retried_and_every_prompt_is_stored_once(tmp_p
             parts = list((out / "prompts").rglob("part-*.parquet")) if (out / "prompts").exists() else []
             workers = _task_workers(proc.pid)
             if parts and workers:  # mid-task: some prompts stored, the rest still to come
+                # a second writer into the output the Ray run writes into is refused at once
+                second = castillo(*KILL_ARGS, "--out", str(out), check=False)
+                assert second.returncode == 2 and "another castillo process is writing into" in second.stderr
                 killed = workers[0]
                 os.kill(killed, signal.SIGKILL)
             time.sleep(0.05)
@@ -306,3 +309,4 @@ def test_worker_killed_mid_task_is_retried_and_every_prompt_is_stored_once(tmp_p
     assert len(keys) == 270 == len(set(keys)), "every response exactly once"
     assert prompts == _canonical(reference, "prompts")
     assert responses == _canonical(reference, "responses")
+    assert castillo("verify", str(out)).returncode == 0, "the workers' parts are all in the ledger"
