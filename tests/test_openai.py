@@ -10,8 +10,11 @@ backoff (measured from the arrival times at the server) and no prompt recorded t
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import itertools
+import json
+import re
 import subprocess
 import sys
 import time
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 
 from castillo_core import (
@@ -469,3 +473,249 @@ def test_cli_run_against_a_misbehaving_server_resumes_with_every_prompt_once(stu
     assert secret not in failed.stdout + failed.stderr
     manifest = (out / "manifest.json").read_text()
     assert "CASTILLO_TEST_KEY" in manifest and "the server's own" in manifest
+
+
+# -- secrets: the key, user:password and credential parameters never leave the process -------------
+
+KEY = "sk-castillo-KEY-7f3a9c"
+USER = "alice-castillo"
+PASSWORD = "pw-castillo-PASS-51d2"
+QUERY_TOKEN = "qtok-castillo-TOKEN-88e1"
+SECRETS = {
+    "api key": KEY,
+    "url user": USER,
+    "url password": PASSWORD,
+    "api_key query parameter": QUERY_TOKEN,
+    "basic auth header": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode(),
+}
+# What castillo_core itself records verbatim today (the command line in the manifest and in
+# the output lock, the run's options in the manifest): it needs a core change (issue 17,
+# item 7), reported, not the backend's to fix.
+CORE_RECORDS = (
+    re.compile(r"manifest\.json: runs\[\d+\]\.argv\[\d+\]$"),
+    re.compile(r"manifest\.json: runs\[\d+\]\.spec\.models\[\d+\]\.options\.base_url$"),
+    re.compile(r"\.castillo\.lock$"),
+)
+
+
+def _json_leaks(where: str, value: Any) -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _json_leaks(f"{where}.{k}", v)
+            yield from ((f"{where} (key)", s) for s in _found(str(k)))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _json_leaks(f"{where}[{i}]", v)
+    else:
+        yield from ((where, s) for s in _found(str(value)))
+
+
+def _found(text: str) -> list[str]:
+    return [name for name, secret in SECRETS.items() if secret in text]
+
+
+def _everything_written(out: Path, printed: dict[str, str]) -> list[tuple[str, str]]:
+    """(where, which secret) for every secret in what a run printed or wrote under ``out``."""
+    leaks = [(where, s) for where, text in printed.items() for s in _found(text)]
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        rel = path.relative_to(out).as_posix()
+        data = path.read_bytes()
+        if path.name == "manifest.json":
+            leaks += _json_leaks("manifest.json:", json.loads(data))
+            leaks = [(w.replace("manifest.json:.", "manifest.json: "), s) for w, s in leaks]
+            continue
+        leaks += [(rel, s) for s in _found(data.decode("latin-1"))]
+        if path.suffix == ".parquet":  # compressed pages hide text from a byte search: decode them
+            meta = pq.read_schema(path).metadata or {}
+            for k, v in meta.items():
+                leaks += [(f"{rel} metadata {k.decode()}", s) for s in _found(v.decode("utf-8", "replace"))]
+            leaks += [(f"{rel} rows", s) for s in _found(str(pq.read_table(path).to_pylist()))]
+    return leaks
+
+
+def test_no_secret_reaches_anything_a_run_prints_or_writes(stub: StubServer, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with_token = f"{stub.base_url}?api_key={QUERY_TOKEN}&api-version=2024-06-01"
+    with_userinfo = with_token.replace("http://", f"http://{USER}:{PASSWORD}@", 1)
+    common = ["--corpus", "tiny", "-n", "2", "--max-new-tokens", "12", "--quiet", "--out", str(out)]
+    backend = ["run", "--backend", "openai", "--model", "stub-model", "-B", "concurrency=1", "-B", "max_retries=2"]
+    backend += ["-B", "backoff_base=0.01"]
+    printed: dict[str, str] = {}
+
+    def run(name: str, *args: str, env: dict[str, str] | None = None, debug: bool = False) -> Any:
+        proc = castillo(*(["--debug"] if debug else []), *backend, *args, *common, env=env, check=False)
+        printed[f"{name} stdout"], printed[f"{name} stderr"] = proc.stdout, proc.stderr
+        return proc
+
+    # The key as a file read into a variable leaves it: with CR LF. It is stripped and sent;
+    # a proxy that quotes the request (query and headers) in its 500s fails the run (--debug:
+    # httpx's request log, tracebacks).
+    keyed = ["-B", f"base_url={with_token}", "-B", "api_key_env=CASTILLO_TEST_KEY"]
+    stub.push("ok", "ok", "ok", "echo", "echo", "echo")
+    failed = run("failing", *keyed, env={"CASTILLO_TEST_KEY": KEY + "\r\n"}, debug=True)
+    assert failed.returncode == 1 and "Traceback" in failed.stderr, failed.stderr  # --debug: the traceback too
+    assert "HTTP 500" in failed.stderr and "failed after 2 retries" in failed.stderr
+    assert "HTTP Request: POST" in failed.stderr  # the debug log was on: it is redacted, not silenced
+    assert "Illegal header value" not in failed.stderr
+    posts = stub.posts()
+    assert {a.headers["Authorization"] for a in posts} == {f"Bearer {KEY}"}
+    assert all(f"api_key={QUERY_TOKEN}" in a.path and "api-version=2024-06-01" in a.path for a in posts)
+
+    # A key with a control character inside cannot be sent: one line, before any request.
+    stub.arrivals.clear()
+    bad = run("bad key", *keyed, env={"CASTILLO_TEST_KEY": KEY[:6] + "\x07" + KEY[6:]})
+    assert bad.returncode == 2 and "$CASTILLO_TEST_KEY holds a control or non-ASCII character" in bad.stderr
+    assert "Traceback" not in bad.stderr and not stub.posts()
+
+    # Both a key and user:password (the URL from a variable, off the command line): one
+    # Authorization header, so the key goes, and a warning says so; the echoing proxy fails
+    # this run too.
+    stub.push("echo", "echo", "echo")
+    env = {"CASTILLO_TEST_KEY": KEY, "CASTILLO_TEST_URL": with_userinfo}
+    both = run("both", *keyed[2:], "-B", "base_url_env=CASTILLO_TEST_URL", env=env, debug=True)
+    assert both.returncode == 1 and "only the API key is sent" in both.stderr, both.stderr
+    assert {a.headers["Authorization"] for a in stub.posts()} == {f"Bearer {KEY}"}
+
+    # user:password alone go as basic auth; the run resumes and completes.
+    stub.arrivals.clear()
+    stub.push("echo")
+    done = run("userinfo", "-B", f"base_url={with_userinfo}")
+    assert done.returncode == 0, done.stderr
+    assert {a.headers["Authorization"] for a in stub.posts()} == {f"Basic {SECRETS['basic auth header']}"}
+    assert len(read_table(out, "prompts", columns=["prompt_id"])) == 12
+
+    manifest = (out / "manifest.json").read_text()
+    assert "CASTILLO_TEST_KEY" in manifest and "api-version=2024-06-01" in manifest  # the name, the public query
+    leaks = _everything_written(out, printed)
+    assert list(out.rglob("*.parquet")), "the runs wrote Parquet parts, and they were searched"
+    ours = [leak for leak in leaks if not any(p.search(leak[0]) for p in CORE_RECORDS)]
+    assert not ours, ours
+    runs = json.loads(manifest)["runs"]
+    [via_env] = [i for i, r in enumerate(runs) if "base_url_env=CASTILLO_TEST_URL" in r["argv"]]
+    assert not [w for w, _ in leaks if w.startswith(f"manifest.json: runs[{via_env}].")], "-B base_url_env"
+    if leaks:  # castillo_core's own records: xfail until core records them without credentials
+        where = sorted({re.sub(r"\[\d+\]", "[*]", w) for w, _ in leaks})
+        pytest.xfail(f"castillo_core records the command line and the run's options verbatim: {', '.join(where)}")
+
+
+def test_a_request_that_cannot_be_sent_is_not_retried_and_its_headers_not_shown(
+    stub: StubServer, open_backend: Callable[..., OpenAIBackend]
+) -> None:
+    backend = open_backend(stub.base_url, check_model=False, backoff_base=0.01)
+    backend.session.headers["X-Api-Key"] = KEY + "\r\nX-Injected: 1"
+    with pytest.raises(BackendError, match=r"could not be sent .*not retried") as err:
+        _generate(backend, _requests(TEXTS[:1], n=1))
+    assert KEY not in str(err.value) and err.value.__cause__ is None and err.value.__suppress_context__
+    assert not stub.posts() and not backend.session.retries
+    assert OpenAIBackend.public_options({"base_url": f"http://{USER}:{PASSWORD}@h:1/v1?key={KEY}&v=2"}) == {
+        "base_url": "http://h:1/v1?v=2"
+    }
+    with pytest.raises(ConfigError) as bad:
+        OpenAIBackend(ModelSpec(backend="openai", model="m", options={"base_url": f"{USER}:{PASSWORD}@host"}))
+    assert PASSWORD not in str(bad.value)
+
+
+# -- a total deadline per request ---------------------------------------------------------------------
+
+
+def test_a_trickling_server_times_out_at_the_deadline_on_every_attempt(stub: StubServer, tmp_path: Path) -> None:
+    stub.default = "trickle:1.0"  # headers at once, then one byte a second: no read ever waits 3 s
+    args = ["run", "--backend", "openai", "--model", "stub-model", "-B", f"base_url={stub.base_url}"]
+    args += ["-B", "timeout=3", "-B", "max_retries=1", "-B", "backoff_base=0.01", "-B", "concurrency=1"]
+    args += ["--corpus", "tiny", "-n", "1", "--quiet", "--no-metrics", "--out", str(tmp_path / "out")]
+    started = time.monotonic()
+    proc = castillo(*args, check=False)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 2, proc.stderr
+    assert "failed after 1 retry" in proc.stderr and "no answer within the timeout" in proc.stderr
+    assert "-B timeout=3 s" in proc.stderr and "however slowly the server sends it" in proc.stderr
+    posts = stub.posts()
+    assert len(posts) == 2
+    gap = posts[1].t - posts[0].t
+    assert 2.9 <= gap <= 4.5, gap  # one attempt: the 3 s deadline (plus a 0.01 s backoff)
+    assert elapsed < 3 * 2 + 4, elapsed
+
+
+# -- a server whose context is smaller than prompt + max tokens ---------------------------------------
+
+
+def test_a_sample_cut_by_the_servers_context_is_named_not_stored(
+    stub: StubServer, open_backend: Callable[..., OpenAIBackend]
+) -> None:
+    backend = open_backend(stub.base_url, concurrency=1)
+    requests = _requests(TEXTS[:2], n=2)
+    pid = requests[1].prompt.prompt_id
+    # llama.cpp lowers max_tokens to what is left of its context: "length" below the cap.
+    stub.push("ok", "ok", "short:5")
+    got = []
+    with pytest.raises(BackendError) as err:
+        gen = GenerationConfig(n=2, max_new_tokens=40)
+        for result in backend.generate(requests, backend.sampling(gen), gen):
+            got.append(result.key)
+    message = str(err.value)
+    assert got == [0], "the prompt finished before is handed over"
+    assert f"prompt {pid} sample 0" in message and f"the server at {stub.base_url}" in message
+    assert "stopped the sample at 5 tokens with finish_reason 'length', below max_tokens=40" in message
+    assert "the prompt (11 tokens) + --max-new-tokens 40 = 51 tokens" in message
+    assert "larger context" in message and "lower --max-new-tokens" in message and "resume" in message
+
+    # vLLM refuses such a request up front (HTTP 400): named the same way, not retried.
+    stub.arrivals.clear()
+    stub.push(
+        "error:400:This model's maximum context length is 48 tokens. However, you requested 51 tokens "
+        "(11 in the messages, 40 in the completion)."
+    )
+    with pytest.raises(BackendError) as err:
+        _generate(backend, requests[:1], max_new_tokens=40)
+    assert "no room in its context (n_ctx) for the prompt (11 tokens) + --max-new-tokens 40" in str(err.value)
+    assert "it answered HTTP 400: This model's maximum context length is 48 tokens." in str(err.value)
+    assert len(stub.posts()) == 1
+
+
+@needs_server
+@pytest.mark.slow
+def test_llama_server_with_a_small_context_stops_naming_it_and_keeps_what_was_stored(
+    tiny: Path, tmp_path: Path
+) -> None:
+    short = ["Why is the sky blue?", "What is a hash table?", "List five prime numbers.", "Name a color."]
+    long = "Why is the sky blue? " * 5 + "Why is it?"  # 61 prompt tokens: fits in 64, not with 16 more
+    source = tmp_path / "prompts.jsonl"
+    source.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in [*short, long]))
+    server = LlamaServer(tiny, tmp_path / "server.log", n_ctx=64).start()
+    out = tmp_path / "out"
+    args = ["run", "--backend", "openai", "--model", "tiny", "-B", f"base_url={server.base_url}"]
+    args += ["-B", "concurrency=1", "--corpus", "jsonl", "--source", str(source), "-n", "3"]
+    args += ["--max-new-tokens", "16", "--quiet", "--no-metrics", "--out", str(out)]
+    try:
+        for _ in range(2):  # the same command fails the same way, and stores nothing twice
+            proc = castillo(*args, check=False)
+            assert proc.returncode == 2, proc.stderr
+            [line] = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+            assert f"the server at {server.base_url} has no room in its context (n_ctx)" in line
+            assert "--max-new-tokens 16" in line and "llama-cpp-python: --n_ctx" in line
+            assert "failed after" not in line, "a full context is not retried"
+            stored = read_table(out, "prompts", columns=["prompt_id", "prompt_text"]).to_pydict()
+            assert sorted(stored["prompt_text"]) == sorted(short)
+            assert f"prompt {_prompt_ids(source)[long]} sample" in line
+        # A larger context: the re-run resumes with the one prompt left.
+        server.stop()
+        server.n_ctx = 256
+        server.start()
+        castillo(*args)
+    finally:
+        server.stop()
+    prompts = read_table(out, "prompts", columns=["prompt_text"]).column("prompt_text").to_pylist()
+    assert sorted(prompts) == sorted([*short, long])
+    responses = read_table(out, "responses", columns=["prompt_id", "sample_index"]).to_pydict()
+    assert (
+        len(set(zip(responses["prompt_id"], responses["sample_index"], strict=True)))
+        == 15
+        == len(responses["prompt_id"])
+    )
+
+
+def _prompt_ids(source: Path) -> dict[str, str]:
+    """Prompt text -> prompt id of a jsonl corpus, as `castillo prompts` prints them."""
+    proc = castillo("prompts", "--corpus", "jsonl", "--source", str(source), "--json")
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    return {r["prompt_text"]: r["prompt_id"] for r in rows}

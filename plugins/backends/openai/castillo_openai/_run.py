@@ -6,6 +6,10 @@ killed run loses little. A prompt's result is queued as soon as its N samples ar
 On the first fatal error no new job starts; requests already in flight are allowed to
 finish, their completed prompts are handed over, and then the error is raised, so the
 engine stores every prompt that did complete.
+
+A sample the server cut because its context is full (``finish_reason`` "length" below
+``max_tokens``, or the server's error saying so) is such an error, naming the prompt, the
+server and what to do: its length is the server's limit, not the model's.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from castillo_core import BackendError, Completion, GenerationRequest, PromptResult
-from castillo_openai._http import Session, public_url
+from castillo_openai._http import ContextOverflow, Session
 
 log = logging.getLogger("castillo_openai")
 
@@ -109,8 +113,34 @@ def _choice_tokens(choice: dict[str, Any]) -> tuple[int | None, str]:
     return None, ""
 
 
+CONTEXT_ADVICE = (
+    "Start the server with a larger context (llama.cpp: --ctx-size; llama-cpp-python: --n_ctx; vLLM: "
+    "--max-model-len) or lower --max-new-tokens (this backend cannot shorten prompts: the server tokenizes them, "
+    "so --max-prompt-tokens does not apply). Finished prompts are stored; re-run the same command to resume."
+)
+
+
+def context_message(
+    job: _Job, server: str, cap: int, prompt_tokens: int | None, generated: int | None = None, said: str = ""
+) -> str:
+    """One line: the server's context is too small for this prompt plus max tokens, and what to do."""
+    prompt = f"the prompt ({prompt_tokens} tokens)" if prompt_tokens is not None else "the prompt"
+    need = f" = {prompt_tokens + cap} tokens" if prompt_tokens is not None else ""
+    if generated is not None:
+        ended = f"; the sample ended at {prompt_tokens + generated} tokens" if prompt_tokens is not None else ""
+        return (
+            f"backend openai: {job.what}: the server at {server} stopped the sample at {generated} tokens with "
+            f"finish_reason 'length', below max_tokens={cap}: its context (n_ctx) is smaller than {prompt} + "
+            f"--max-new-tokens {cap}{need}{ended} (or it caps output tokens itself). {CONTEXT_ADVICE}"
+        )
+    return (
+        f"backend openai: {job.what}: the server at {server} has no room in its context (n_ctx) for {prompt} + "
+        f"--max-new-tokens {cap}{need}: it answered {said.rstrip('. ')}. {CONTEXT_ADVICE}"
+    )
+
+
 def parse_completions(
-    data: Any, job: _Job, shape: RequestShape, latency: float, stats: Stats, url: str
+    data: Any, job: _Job, shape: RequestShape, latency: float, stats: Stats, url: str, server: str = ""
 ) -> list[Completion]:
     """The job's completions from a response body, or a BackendError naming the request."""
     what = f"backend openai: {job.what}: {url}"
@@ -160,6 +190,10 @@ def parse_completions(
         raw = choice.get("finish_reason")
         if raw == "length":
             reason = "length"
+            if count < cap:  # type: ignore[operator]
+                # Cut before the cap: the server ran out of context (llama.cpp lowers
+                # max_tokens to what is left of n_ctx), so the sample's length is not the model's.
+                raise BackendError(context_message(job, server or url, cap, prompt_tokens, generated=count))
         else:
             reason = "stop"
             if raw not in NORMAL_STOPS:
@@ -267,11 +301,17 @@ class Runner:
             slot.started = time.monotonic()
         body = request_body(self.shape, job)
         started = time.monotonic()
-        data = await self.session.request_json("POST", self.shape.path, body, job.what)
+        server = self.session.public_base
+        try:
+            data = await self.session.request_json("POST", self.shape.path, body, job.what)
+        except ContextOverflow as exc:
+            known = self.stats.prompt_tokens.get(job.request.prompt.prompt_id)
+            said = f"HTTP {exc.status}{exc.detail}"
+            raise BackendError(context_message(job, server, self.shape.max_new_tokens, known, said=said)) from None
         latency = time.monotonic() - started
         self.stats.requests += 1
-        url = public_url(self.session.url(self.shape.path))
-        completions = parse_completions(data, job, self.shape, latency, self.stats, url)
+        url = self.session.public(self.shape.path)
+        completions = parse_completions(data, job, self.shape, latency, self.stats, url, server)
         for c in completions:
             slot.completions[c.sample_index] = c
         slot.missing -= len(completions)

@@ -36,6 +36,7 @@ from castillo_core import (
     __version__,
     parse_options,
 )
+from castillo_openai._urls import public_url, split_url
 
 log = logging.getLogger("castillo_openai")
 
@@ -45,6 +46,7 @@ log = logging.getLogger("castillo_openai")
 TRANSPORT_OPTIONS = frozenset(
     {
         "base_url",
+        "base_url_env",
         "api_key_env",
         "concurrency",
         "timeout",
@@ -81,6 +83,27 @@ RESERVED_FIELDS = frozenset(
 SERVER_TEMPLATE = "(applied by the server; not visible to castillo)"
 
 
+def checked_url(value: str) -> str:
+    """An http(s) base URL, its path defaulting to /v1; ValueError (never quoting credentials) if not one."""
+    try:
+        parts = urlsplit(value.strip())
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:  # a bad port or IPv6 address
+        valid = False
+    if not valid:
+        # Never the value itself (it may hold user:password): at most its public form.
+        try:
+            shown = repr(public_url(value)) if "://" in value and urlsplit(value.strip()).hostname else None
+        except ValueError:
+            shown = None
+        raise ValueError(
+            "expected an http(s) URL such as http://127.0.0.1:8000/v1, got "
+            + (shown or "a value that is not one (not shown: it may hold credentials)")
+        )
+    path = parts.path.rstrip("/") or "/v1"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
 class OpenAIOptions(BaseModel):
     """Backend options (``-B key=value``)."""
 
@@ -88,6 +111,11 @@ class OpenAIOptions(BaseModel):
 
     base_url: str = Field(
         "http://127.0.0.1:8000/v1", description="the API root, usually ending in /v1 (added when the path is empty)"
+    )
+    base_url_env: str | None = Field(
+        None,
+        description="name of an environment variable holding the base URL (for one with user:password or a "
+        "token: it then stays off the command line and out of every record); overrides base_url",
     )
     model: str | None = Field(
         None, description="the model name the server knows, when it differs from --model (the stored model id)"
@@ -125,11 +153,7 @@ class OpenAIOptions(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"expected an http(s) URL such as http://127.0.0.1:8000/v1, got {value!r}")
-        path = parts.path.rstrip("/") or "/v1"
-        return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+        return checked_url(value)
 
     @field_validator("extra")
     @classmethod
@@ -178,32 +202,51 @@ class OpenAIBackend(Backend):
     def hashed_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in options.items() if k not in TRANSPORT_OPTIONS}
 
+    @classmethod
+    def public_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options as they may be recorded or shown: ``base_url`` without its credentials.
+
+        ``base_url`` loses user:password and credential query parameters (api_key, key,
+        token, ...); the API key itself is never an option (only its variable's name).
+        Meant for whatever writes the run's options (the manifest's run record).
+        """
+        out = dict(options)
+        url = out.get("base_url")
+        if isinstance(url, str):
+            try:
+                out["base_url"] = public_url(url)
+            except ValueError:
+                out["base_url"] = "(not a URL; not shown)"
+        return out
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def open(self) -> ModelInfo:
         import httpx
 
-        from castillo_openai._http import RetryPolicy, Session, public_url
+        from castillo_openai._http import RetryPolicy, Session
         from castillo_openai._run import Stats
 
         options = self.options
         if not self.server_model:
             self.model_id(self.spec)  # raises the clear error
         headers = {"User-Agent": f"castillo/{__version__} castillo-openai"}
-        secret = None
-        if options.api_key_env:
-            secret = os.environ.get(options.api_key_env)
-            if not secret:
-                raise ConfigError(
-                    f"backend openai: -B api_key_env={options.api_key_env} names an environment variable that is "
-                    "not set or empty; export it with the API key"
-                )
+        base_url = self._base_url()
+        secret = self._api_key()
+        url_auth = split_url(base_url).auth is not None
+        if secret:
             headers["Authorization"] = f"Bearer {secret}"
+            if url_auth:
+                log.warning(
+                    "backend openai: -B base_url carries user:password and -B api_key_env=%s names an API key; "
+                    "both would go in the Authorization header, so only the API key is sent",
+                    options.api_key_env,
+                )
         if self.spec.dtype:
             log.warning("backend openai: --dtype %s ignored; the server decides the model's types", self.spec.dtype)
         self._loop = asyncio.new_event_loop()
         self.session = Session(
-            base_url=options.base_url,
+            base_url=base_url,
             headers=headers,
             timeout=options.timeout,
             connect_timeout=options.connect_timeout,
@@ -214,11 +257,12 @@ class OpenAIBackend(Backend):
                 backoff_base=options.backoff_base,
                 backoff_max=options.backoff_max,
             ),
-            secret=secret,
+            secrets=(secret,) if secret else (),
+            use_url_auth=not secret,
         )
         self.stats = Stats()
         served = self._check_model() if options.check_model else None
-        url = public_url(options.base_url)
+        url = self.session.public_base
         chat = options.endpoint == "chat"
         return ModelInfo(
             model=self.model_id(self.spec),
@@ -233,6 +277,7 @@ class OpenAIBackend(Backend):
                 "endpoint": options.endpoint,
                 "served_models": served,  # the first 50 that GET /models listed
                 "api_key_env": options.api_key_env,  # the variable's name only, never its value
+                "base_url_env": options.base_url_env,  # likewise
                 "chat_template": "the server's own" if chat else "none: the prompt text is sent as is",
                 "token_counts": "the server's usage.completion_tokens"
                 + (" per request of one sample" if options.n_per_request == 1 else " split by per-choice counts")
@@ -243,6 +288,45 @@ class OpenAIBackend(Backend):
                 "n_per_request": options.n_per_request,
             },
         )
+
+    def _base_url(self) -> str:
+        """``base_url``, or the URL in the variable named by ``base_url_env``."""
+        name = self.options.base_url_env
+        if not name:
+            return self.options.base_url
+        value = os.environ.get(name, "").strip()
+        if not value:
+            raise ConfigError(
+                f"backend openai: -B base_url_env={name} names an environment variable that is not set or empty; "
+                "export it with the server's base URL"
+            )
+        try:
+            return checked_url(value)
+        except ValueError as exc:
+            raise ConfigError(f"backend openai: ${name}: {exc}") from None
+
+    def _api_key(self) -> str | None:
+        """The API key from the variable named by ``api_key_env``, without surrounding whitespace.
+
+        A key read from a file often ends in a newline (or CR LF); it is stripped. A key
+        that still holds a control or non-ASCII character cannot go in an HTTP header: it
+        is refused here, once, without showing it, rather than failing every request.
+        """
+        name = self.options.api_key_env
+        if not name:
+            return None
+        key = (os.environ.get(name) or "").strip()
+        if not key:
+            raise ConfigError(
+                f"backend openai: -B api_key_env={name} names an environment variable that is not set or empty; "
+                "export it with the API key"
+            )
+        if any(not (" " <= ch <= "~") for ch in key):
+            raise ConfigError(
+                f"backend openai: the API key in ${name} holds a control or non-ASCII character, which an HTTP "
+                "header cannot carry (the key is not shown); set the variable to the key alone"
+            )
+        return key
 
     def _check_model(self) -> list[str] | None:
         """The models GET /models lists; an error when it lists others but not ours.
@@ -260,7 +344,7 @@ class OpenAIBackend(Backend):
         if served and self.server_model not in served:
             shown = ", ".join(served[:10]) + (" ..." if len(served) > 10 else "")
             raise BackendError(
-                f"backend openai: the server at {self.options.base_url} serves {shown}, not {self.server_model!r}; "
+                f"backend openai: the server at {self.session.public_base} serves {shown}, not {self.server_model!r}; "
                 "pass --model (or -B model=, the server-side name) as one of them, or -B check_model=false"
             )
         return served[:50]
