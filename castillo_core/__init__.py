@@ -22,20 +22,8 @@ from castillo_core.api.columns import (
     flag_column,
     flag_count_column,
 )
-from castillo_core.api.contracts import (
-    Backend,
-    Corpus,
-    Executor,
-    Metric,
-    MetricContext,
-    ModelInfo,
-    Predictor,
-    Preset,
-    ResponseBatch,
-    View,
-    missing_requirements,
-    parse_options,
-)
+from castillo_core.api.contracts import Backend, Corpus, Executor, ModelInfo, Predictor, Preset, View
+from castillo_core.api.described import missing_requirements, parse_options
 from castillo_core.api.errors import (
     BackendCrashed,
     BackendError,
@@ -51,6 +39,7 @@ from castillo_core.api.errors import (
 )
 from castillo_core.api.hookspecs import hookimpl
 from castillo_core.api.ids import model_name, prompt_id, prompt_seed, sample_id
+from castillo_core.api.metric import Metric, MetricContext, ResponseBatch
 from castillo_core.api.records import (
     Completion,
     CorpusSelection,

@@ -138,6 +138,68 @@ def test_v1_export_of_the_sanitized_view_and_a_busy_destination(tmp_path: Path) 
     assert sum(len(json.loads(p.read_text())) for p in dest.glob("*.json")) == 8
 
 
+RECORD = ".castillo-export"
+
+
+def _files(dest: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(dest)): p.read_bytes() for p in sorted(dest.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("fmt", ["hf", "castillo-v1"])
+def test_export_force_replaces_only_the_files_it_wrote(tmp_path: Path, fmt: str) -> None:
+    out, dest = tmp_path / "out", tmp_path / "dest"
+    castillo("import", "castillo-v1", str(_v1_splits(tmp_path / "v1")), str(out))
+    castillo("export", str(out), "--format", fmt, str(dest))
+    first = json.loads((dest / RECORD).read_text())
+    assert first["complete"] and first["castillo_export"] == fmt and all(first["files"].values())
+    user = {"notes.txt": "my notes", "drafts/todo.md": "- push it"}
+    user["README.md" if fmt == "castillo-v1" else "sanitized/NOTES.md"] = "mine, not the export's"
+    for name, text in user.items():
+        (dest / name).parent.mkdir(exist_ok=True)
+        (dest / name).write_text(text)
+    castillo("export", str(out), "--format", fmt, str(dest), "--force")
+    assert {name: (dest / name).read_text() for name in user} == user  # the user's files survive --force
+    again = json.loads((dest / RECORD).read_text())
+    assert set(again["files"]) == set(first["files"])
+    assert set(_files(dest)) == {*again["files"], *user, RECORD}
+
+
+def test_export_force_over_another_format_removes_the_earlier_files_only(tmp_path: Path) -> None:
+    out, dest = tmp_path / "out", tmp_path / "dest"
+    castillo("import", "castillo-v1", str(_v1_splits(tmp_path / "v1")), str(out))
+    castillo("export", str(out), "--format", "castillo-v1", str(dest))
+    (dest / "notes.txt").write_text("keep me")
+    castillo("export", str(out), "--format", "hf", str(dest), "--force")
+    assert not list(dest.glob("preproc_*.json"))  # the v1 export's files, listed in its record, are gone
+    record = json.loads((dest / RECORD).read_text())
+    assert set(_files(dest)) == {*record["files"], "notes.txt", RECORD} and "README.md" in record["files"]
+
+
+@pytest.mark.parametrize("fmt", ["hf", "castillo-v1"])
+def test_export_force_refuses_a_directory_it_did_not_write(tmp_path: Path, fmt: str) -> None:
+    out, dest = tmp_path / "out", tmp_path / "repo"
+    castillo("import", "castillo-v1", str(_v1_splits(tmp_path / "v1")), str(out))
+    dest.mkdir()
+    (dest / "README.md").write_text("# my project\n")
+    (dest / "notes.txt").write_text("notes")
+    before = _files(dest)
+    result = castillo("export", str(out), "--format", fmt, str(dest), "--force", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "holds no castillo export" in result.stderr and RECORD in result.stderr
+    assert _files(dest) == before  # nothing deleted, nothing added
+
+
+def test_export_force_keeps_a_card_edited_since_the_export(tmp_path: Path) -> None:
+    out, dest = tmp_path / "out", tmp_path / "dest"
+    castillo("import", "castillo-v1", str(_v1_splits(tmp_path / "v1")), str(out))
+    castillo("export", str(out), "--format", "hf", str(dest))
+    (dest / "README.md").write_text((dest / "README.md").read_text() + "\nMy own notes on this dataset.\n")
+    before = _files(dest)
+    result = castillo("export", str(out), "--format", "hf", str(dest), "--force", check=False)
+    assert result.returncode == 2 and f"{dest / 'README.md'} changed since castillo export wrote it" in result.stderr
+    assert _files(dest) == before
+
+
 @pytest.mark.shared
 @pytest.mark.slow  # seconds: the whole published v1 test split
 def test_v1_export_of_imported_v1_gives_back_v1s_files(shared_v1: Path, tmp_path: Path) -> None:

@@ -105,6 +105,19 @@ def test_report_of_imported_v1_rows_uses_v1s_length_rule(tmp_path: Path) -> None
     assert summary["provenance"][0]["source"] == "castillo-v1"
 
 
+def test_a_model_id_with_dollars_and_brackets_is_drawn_as_text(tmp_path: Path) -> None:
+    """`$x^$` is broken mathtext: matplotlib would raise while drawing a tick label or title."""
+    out = tmp_path / "out"
+    _run(out, "--model", "org/$x^$ [v2] | a_b")
+    castillo("report", str(out), "--quiet")
+    report = out / "report"
+    summary = _summary(report)
+    assert [c["model"] for c in summary["cells"]] == ["org--$x^$ [v2] | a_b"]
+    assert all((report / f["file"]).read_bytes()[:8] == PNG for f in summary["figures"])
+    markdown = (report / "report.md").read_text()
+    assert "| org--\\$x^\\$ \\[v2\\] \\| a_b | Tiny |" in markdown  # no math, link or column break on GitHub
+
+
 def test_report_of_a_missing_output_is_a_clear_error(tmp_path: Path) -> None:
     result = castillo("report", str(tmp_path / "nowhere"), check=False)
     assert result.returncode == 2 and "is not a castillo output" in result.stderr and "Traceback" not in result.stderr

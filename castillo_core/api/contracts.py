@@ -7,13 +7,12 @@ the heavy library behind them: those imports belong inside ``open``/``generate``
 
 from __future__ import annotations
 
-import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 if TYPE_CHECKING:  # numpy loads when a metric runs, not when castillo lists its plugins
     import numpy as np
@@ -21,8 +20,9 @@ if TYPE_CHECKING:  # numpy loads when a metric runs, not when castillo lists its
     from castillo_core.engine.engine import Engine
     from castillo_core.engine.work import RunSummary
 
-from castillo_core.api.columns import Column
+from castillo_core.api.described import Described
 from castillo_core.api.errors import ConfigError
+from castillo_core.api.metric import Metric
 from castillo_core.api.records import (
     CorpusSelection,
     GenerationConfig,
@@ -38,49 +38,6 @@ from castillo_core.api.records import (
 _Options = TypeVar("_Options", bound=BaseModel)
 
 
-def missing_requirements(requires: Sequence[str]) -> list[str]:
-    """Import names in ``requires`` that are not installed, found without importing them."""
-    missing = []
-    for name in requires:
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            missing.append(name)
-    return missing
-
-
-def parse_options(model: type[_Options], options: Mapping[str, Any], where: str) -> _Options:
-    """Validate a plugin's free-form options with its pydantic model.
-
-    ``where`` names the plugin ("backend llamacpp") so the error says whose option is
-    wrong, e.g. ``backend llamacpp: option n_ctx: Input should be a valid integer``.
-    """
-    try:
-        return model.model_validate(dict(options))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"option {'.'.join(str(p) for p in err['loc']) or '?'}: {err['msg']}" for err in exc.errors()
-        )
-        known = ", ".join(sorted(model.model_fields)) or "none"
-        raise ConfigError(f"{where}: {problems} (known options: {known})") from None
-
-
-class _Described:
-    """Class-level description shared by every kind of plugin."""
-
-    name: ClassVar[str]
-    description: ClassVar[str] = ""
-    requires: ClassVar[tuple[str, ...]] = ()
-    install_hint: ClassVar[str] = ""
-
-    @classmethod
-    def missing(cls) -> list[str]:
-        """The libraries this plugin needs that are not installed (without importing them)."""
-        return missing_requirements(cls.requires)
-
-
 @dataclass(frozen=True)
 class ModelInfo:
     """What a backend resolved when it opened a model: the provenance of its numbers."""
@@ -94,7 +51,7 @@ class ModelInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Backend(_Described, ABC):
+class Backend(Described, ABC):
     """An inference backend: opens one model, renders prompts, samples completions.
 
     Lifecycle, driven by the engine: ``__init__`` (cheap) -> ``open`` (load the model,
@@ -172,7 +129,7 @@ class Backend(_Described, ABC):
         """Release the model."""
 
 
-class Corpus(_Described, ABC):
+class Corpus(Described, ABC):
     """A source of prompts. Yields them deterministically for a selection."""
 
     dataset: ClassVar[str]
@@ -201,122 +158,7 @@ class Corpus(_Described, ABC):
         """Yield prompts (and rejections, never exceptions, for bad records) in a fixed order."""
 
 
-@dataclass(frozen=True)
-class MetricContext:
-    """What a metric may need to know about the run (caps are relative to it)."""
-
-    max_new_tokens: int
-    n: int
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-
-class ResponseBatch:
-    """Many prompts' completions, flattened, for vectorized scoring.
-
-    Responses of prompt ``j`` are ``offsets[j]:offsets[j+1]``. Reductions turn a
-    per-response array into a per-prompt one.
-    """
-
-    __slots__ = ("_columns", "finish_reasons", "max_new_tokens", "offsets", "output_tokens", "texts")
-
-    def __init__(
-        self,
-        texts: Sequence[str],
-        output_tokens: np.ndarray,
-        finish_reasons: Sequence[str],
-        offsets: np.ndarray,
-        max_new_tokens: int,
-    ) -> None:
-        self.texts = texts
-        self.output_tokens = output_tokens
-        self.finish_reasons = finish_reasons
-        self.offsets = offsets
-        self.max_new_tokens = max_new_tokens
-        self._columns: dict[str, np.ndarray] = {}
-
-    @property
-    def n_prompts(self) -> int:
-        return len(self.offsets) - 1
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def column(self, name: str) -> np.ndarray:
-        """A per-response column computed by a metric earlier in this batch."""
-        return self._columns[name]
-
-    def reduce(self, values: Sequence[Any] | np.ndarray, how: Literal["sum", "max", "min", "mean"]) -> np.ndarray:
-        """Reduce a per-response array to one value per prompt."""
-        import numpy as np
-
-        array = np.asarray(values)
-        if array.dtype == bool:
-            array = array.astype(np.int64)
-        starts = self.offsets[:-1]
-        if how == "sum":
-            return np.add.reduceat(array, starts)
-        if how == "max":
-            return np.maximum.reduceat(array, starts)
-        if how == "min":
-            return np.minimum.reduceat(array, starts)
-        if how == "mean":
-            return np.add.reduceat(array.astype(np.float64), starts) / np.diff(self.offsets)
-        raise ValueError(f"unknown reduction {how!r}")
-
-
-class Metric(_Described, ABC):
-    """Per-response columns, and how they aggregate per prompt.
-
-    ``score`` sees many responses at once (vectorize where you can: the engine pushes
-    tens of thousands of responses per second through every metric). A response's values
-    may depend on its own prompt's other responses, never on other prompts in the batch.
-
-    Class attributes the core reads without instantiating the metric:
-
-    - ``Options``: a pydantic model of the metric's options (``-M NAME.KEY=VALUE``). The core
-      validates them before any model loads (unknown keys refused) and hands the validated
-      values, defaults filled, to the metric as ``context.options``. ``None``: no options.
-    - ``default``: whether the metric runs when ``--metric`` is not given. A metric with a
-      required option never does.
-    - ``version``: bump it when the metric's values change; it is recorded with the data
-      (with the options), and a resume that would mix two versions is refused. ``None``:
-      the version of the distribution that registered it.
-    """
-
-    Options: ClassVar[type[BaseModel] | None] = None
-    default: ClassVar[bool] = True
-    version: ClassVar[str | None] = None
-
-    def __init__(self, context: MetricContext) -> None:
-        self.context = context
-
-    @classmethod
-    def needs_options(cls) -> bool:
-        """Whether the metric has an option without a default (it then never runs by default)."""
-        return cls.Options is not None and any(f.is_required() for f in cls.Options.model_fields.values())
-
-    @classmethod
-    def runs_by_default(cls) -> bool:
-        return cls.default and not cls.needs_options()
-
-    @abstractmethod
-    def response_columns(self) -> list[Column]:
-        """Columns added to the responses table, one value per completion."""
-
-    def prompt_columns(self) -> list[Column]:
-        """Columns added to the prompts table, one value per prompt."""
-        return []
-
-    @abstractmethod
-    def score(self, batch: ResponseBatch) -> Mapping[str, Sequence[Any] | np.ndarray]:
-        """Values of every response column, one per response of ``batch``."""
-
-    def aggregate(self, batch: ResponseBatch) -> Mapping[str, Sequence[Any] | np.ndarray]:
-        """Values of every prompt column, one per prompt; ``batch.column`` has the scores."""
-        return {}
-
-
-class Predictor(_Described, ABC):
+class Predictor(Described, ABC):
     """A response-length predictor: learns one per-prompt target from prompt features.
 
     ``fit`` and ``predict`` see rows of the prompts table (``prompt_text``, ``model``,
@@ -367,7 +209,7 @@ class Preset:
         return data
 
 
-class Executor(_Described, ABC):
+class Executor(Described, ABC):
     """Where a run's pending cells are generated: in this process (``local``) or on a cluster.
 
     ``castillo run --executor NAME`` picks one; its options come from ``-E KEY=VALUE`` and
@@ -393,7 +235,7 @@ class Executor(_Described, ABC):
         """Generate every pending cell of ``engine`` and put each cell's result into ``summary``."""
 
 
-class View(_Described, ABC):
+class View(Described, ABC):
     """A derived view of a dataset's rows (CASTILLO v1's ``degenerate`` and ``sanitized``, ...).
 
     ``castillo_core.open_dataset(OUT).prompts(view=NAME, **options)`` and the exports use it.

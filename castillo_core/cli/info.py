@@ -13,35 +13,41 @@ from castillo_core.plugins import get_plugins
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from castillo_core.cli.tables import console
 
-    return Console()
-
-
-def _table(title: str, columns: list[str]) -> Any:
-    from rich.table import Table
-
-    table = Table(title=title, show_lines=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    return table
+    return console()
 
 
 def show_plugins(as_json: bool) -> None:
+    from castillo_core.cli.tables import Column, print_table
+
     plugins = get_plugins()
     records = sorted(plugins.records.values(), key=lambda r: (r.status == "builtin", r.name))
     if as_json:
         print(json.dumps([r.as_dict() for r in records], indent=2))
         return
-    table = _table("castillo plugins", ["plugin", "distribution", "version", "status", "provides / error"])
+    columns = [
+        Column("plugin"),
+        Column("distribution"),
+        Column("version"),
+        Column("status"),
+        Column("provides / error", long=True),
+    ]
+    rows, styles = [], []
     for r in records:
-        detail = "\n".join(filter(None, [", ".join(r.provides), r.error, *r.conflicts])) or "-"
+        rows.append(
+            [
+                r.name,
+                r.distribution,
+                r.version,
+                r.status,
+                "\n".join(filter(None, [", ".join(r.provides), r.error, *r.conflicts])) or "-",
+            ]
+        )
         style = {"failed": "red", "partial": "yellow", "disabled": "dim"}.get(r.status)
-        if r.conflicts and style is None:
-            style = "yellow"
-        table.add_row(r.name, r.distribution, r.version, r.status, detail, style=style)
+        styles.append("yellow" if r.conflicts and style is None else style)
     console = _console()
-    console.print(table)
+    print_table(console, columns, rows, title="castillo plugins", styles=styles)
     unavailable = [e for e in plugins.entries("backend") if not e.available]
     for entry in unavailable:
         hint = getattr(entry.cls, "install_hint", "") or "install its library"
@@ -162,39 +168,61 @@ def show_list(kind: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
-    console = _console()
+    from castillo_core.cli.tables import Column, print_table
+
+    def status(r: dict[str, Any]) -> str:
+        return "available" if r["available"] else f"missing {', '.join(r['missing'])}"
+
+    table: list[list[str]] = []
     if kind == "backends":
-        table = _table("backends", ["name", "status", "default model", "model aliases", "description"])
+        columns = [
+            Column("name"),
+            Column("status", long=True),
+            Column("default model", long=True),
+            Column("model aliases", long=True),
+            Column("description", long=True),
+        ]
         for r in rows:
-            status = "available" if r["available"] else f"missing {', '.join(r['missing'])}: {r['install']}"
             aliases = "\n".join(f"{k} -> {v}" for k, v in r["model_aliases"].items()) or "-"
             name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
-            table.add_row(name, status, r["default_model"] or "-", aliases, r["description"])
+            state = status(r) + (f": {r['install']}" if not r["available"] else "")
+            table.append([name, state, r["default_model"] or "-", aliases, r["description"]])
     elif kind == "corpora":
-        table = _table("corpora", ["name", "dataset", "source", "size", "license", "split"])
+        columns = [
+            Column("name"),
+            Column("dataset"),
+            Column("source", long=True),
+            Column("size", long=True),
+            Column("license", long=True),
+            Column("split"),
+        ]
         for r in rows:
             source = r["source"] + ("" if r["available"] else f" (needs {', '.join(r['missing'])})")
-            table.add_row(r["name"], r["dataset"], source, str(r["size"]), r["license"], r["default_split"])
+            table.append([r["name"], r["dataset"], source, str(r["size"]), r["license"], r["default_split"]])
     elif kind == "metrics":
-        table = _table("metrics", ["name", "status", "default", "options", "description"])
+        columns = [
+            Column("name"),
+            Column("status"),
+            Column("default"),
+            Column("options", long=True),
+            Column("description", long=True),
+        ]
         for r in rows:
             options = "\n".join(
                 f"{k}{'' if o['required'] else '=' + str(o['default'])}" + (" (required)" if o["required"] else "")
                 for k, o in r["options"].items()
             )
-            status = "available" if r["available"] else f"missing {', '.join(r['missing'])}"
-            table.add_row(r["name"], status, "yes" if r["default"] else "no", options or "-", r["description"])
+            table.append([r["name"], status(r), "yes" if r["default"] else "no", options or "-", r["description"]])
     elif kind == "presets":
-        table = _table("presets", ["name", "models", "corpora", "description"])
+        columns = [Column("name"), Column("models", numeric=True), Column("corpora", long=True)]
+        columns.append(Column("description", long=True))
         for r in rows:
-            table.add_row(r["name"], str(len(r["models"])), ", ".join(str(c) for c in r["corpora"]), r["description"])
+            corpora = ", ".join(str(c) for c in r["corpora"])
+            table.append([r["name"], str(len(r["models"])), corpora, r["description"]])
     else:
-        table = _table(kind, ["name", "status", "description"])
-        for r in rows:
-            table.add_row(
-                r["name"], "available" if r["available"] else f"missing {', '.join(r['missing'])}", r["description"]
-            )
-    console.print(table)
+        columns = [Column("name"), Column("status"), Column("description", long=True)]
+        table = [[r["name"], status(r), r["description"]] for r in rows]
+    print_table(_console(), columns, table, title=kind)
 
 
 def show_summary(out: str, as_json: bool) -> None:

@@ -23,8 +23,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from castillo_core.api.contracts import Executor, Metric
+from castillo_core.api.contracts import Executor
 from castillo_core.api.errors import ConfigChangedError, CorpusError, Interrupted
+from castillo_core.api.metric import Metric
 from castillo_core.engine.manifest import Manifest, RunRecord, now
 from castillo_core.engine.metrics import probe as probe_metrics
 from castillo_core.engine.metrics import resolve as resolve_metrics

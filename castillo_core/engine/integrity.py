@@ -21,7 +21,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from castillo_core.engine.ledger import PartRecord
-from castillo_core.engine.store import QUARANTINE, Store, _digest, _hidden, part_metadata
+from castillo_core.engine.scan import digest, hidden
+from castillo_core.engine.store import QUARANTINE, Store, part_metadata
 
 
 @dataclass
@@ -78,7 +79,7 @@ def verify(store: Store) -> VerifyReport:
             )
     responses = store.root / "responses"
     for path in sorted(responses.rglob("part-*.parquet")) if responses.exists() else []:
-        if not _hidden(path, store.root) and not (store.root / "prompts" / path.relative_to(responses)).exists():
+        if not hidden(path, store.root) and not (store.root / "prompts" / path.relative_to(responses)).exists():
             report.problems.append(Problem(path.relative_to(store.root).as_posix(), "responses without prompts"))
     report.responses = sum(r.responses.rows for k, r in committed.items() if k not in bad)
     return report
@@ -93,7 +94,7 @@ def _check_files(store: Store, record: PartRecord) -> str | None:
         path = store.root / file.path
         if not path.exists():
             return f"{file.path} is missing"
-        if _digest(path) != file.sha256:
+        if digest(path) != file.sha256:
             return f"{file.path} does not have the content that was written (checksum differs)"
         try:
             rows = pq.read_metadata(path).num_rows

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from castillo_core.api.columns import Column, ColumnType
-from castillo_core.api.contracts import Metric, MetricContext, ResponseBatch
 from castillo_core.api.errors import ConfigError, PluginError
+from castillo_core.api.metric import Metric, MetricContext, ResponseBatch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -97,7 +97,7 @@ def _options(cls: type[Metric], given: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         known = ", ".join(sorted(cls.Options.model_fields)) or "none"
         raise ConfigError(f"metric {cls.name}: unknown option {unknown[0]!r} (-M {cls.name}.KEY=VALUE; known: {known})")
-    from castillo_core.api.contracts import parse_options
+    from castillo_core.api.described import parse_options
 
     return parse_options(cls.Options, given, f"metric {cls.name}").model_dump(mode="json")
 

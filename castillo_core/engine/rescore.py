@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from castillo_core.api.contracts import ResponseBatch
+from castillo_core.api.metric import ResponseBatch
 from castillo_core.engine.manifest import now
 from castillo_core.engine.metrics import MetricError, MetricSetting, score_all
 from castillo_core.engine.schema import arrow_field, prompts_schema, responses_schema

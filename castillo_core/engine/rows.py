@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from castillo_core.api.contracts import Column, Metric, ResponseBatch
+from castillo_core.api.columns import Column
 from castillo_core.api.ids import sample_id
+from castillo_core.api.metric import Metric, ResponseBatch
 from castillo_core.api.records import Completion, GenerationRequest, SamplingSettings
 from castillo_core.engine.metrics import MetricSetting, score_all
 from castillo_core.engine.schema import PERCENTILES_TYPE, prompts_schema, responses_schema

@@ -37,9 +37,8 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import pyarrow as pa
@@ -49,6 +48,9 @@ import pyarrow.parquet as pq
 from castillo_core.api.errors import StoreError
 from castillo_core.engine.ledger import FileRecord, Ledger, PartRecord
 from castillo_core.engine.locking import OutputLock, command_line
+
+if TYPE_CHECKING:
+    from castillo_core.engine.scan import ScanReport
 from castillo_core.engine.manifest import Manifest, read_manifest, write_manifest
 from castillo_core.engine.schema import SCHEMA_VERSION
 
@@ -115,34 +117,6 @@ def partition_dir(root: Path, table: str, model: str, dataset: str) -> Path:
     return root / table / segment(model, "model") / segment(dataset, "dataset")
 
 
-@dataclass
-class ScanReport:
-    """What opening an output directory found besides good parts."""
-
-    removed_temporary: list[str] = field(default_factory=list)
-    quarantined: list[str] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)
-    completed: list[str] = field(default_factory=list)
-    adopted: int = 0
-
-    def messages(self) -> list[str]:
-        out = []
-        if self.completed:
-            out.append(f"completed {len(self.completed)} part(s) whose commit a crash interrupted")
-        if self.adopted:
-            out.append(f"recorded {self.adopted} part(s) written before castillo kept a ledger in {LEDGER_NAME}")
-        if self.removed_temporary:
-            out.append(f"removed {len(self.removed_temporary)} temporary file(s) left by an interrupted write")
-        if self.quarantined:
-            out.append(
-                f"moved {len(self.quarantined)} part(s) without their prompts partner to {QUARANTINE}/ "
-                f"(their prompts will be generated again): {', '.join(self.quarantined[:3])}"
-            )
-        if self.unreadable:
-            out.append(f"ignored {len(self.unreadable)} unreadable part(s): {', '.join(self.unreadable[:3])}")
-        return out
-
-
 class Store:
     """One output directory: parts, ledger, resume index and manifest."""
 
@@ -174,117 +148,32 @@ class Store:
             raise StoreError(f"cannot create output directory {self.root}: {exc.strerror or exc}") from None
         if self.root.is_file():
             raise StoreError(f"output {self.root} is a file, not a directory")
-        report = self._scan()
-        self.check()
+        from castillo_core.engine.scan import check, scan
+
+        report = scan(self)
+        check(self)
         return report
 
-    def _scan(self) -> ScanReport:
-        report = ScanReport()
-        self._migrate_layout()
-        committed = self.ledger.parts()
-        for tmp in (
-            sorted((self.root / "prompts").rglob(".tmp-part-*.parquet")) if (self.root / "prompts").exists() else []
-        ):
-            final = tmp.with_name(tmp.name.removeprefix(".tmp-"))
-            record = committed.get(self._rel(final))
-            if record is not None and not final.exists() and _digest(tmp) == record.prompts.sha256:
-                os.replace(tmp, final)  # the ledger says committed: finish the rename
-                report.completed.append(self._rel(final))
-        for table in TABLES:
-            base = self.root / table
-            if base.exists():
-                for tmp in base.rglob(".tmp-*"):
-                    tmp.unlink(missing_ok=True)
-                    report.removed_temporary.append(self._rel(tmp))
-        responses = self.root / "responses"
-        if responses.exists():
-            for part in responses.rglob("part-*.parquet"):
-                partner = self.root / "prompts" / part.relative_to(responses)
-                if not partner.exists():
-                    self._quarantine(part)
-                    report.quarantined.append(self._rel(part))
-                    if self._rel(partner) in committed:
-                        self.ledger.remove(self._rel(partner), "its prompts file never arrived")
-        if not self.ledger.exists() and self.prompt_parts():
-            report.adopted = self._adopt()
-        for message in report.messages():
-            log.warning("%s: %s", self.root, message)
-        return report
+    def check(self) -> None:
+        """The cheap integrity checks every reader makes (see :func:`castillo_core.engine.scan.check`)."""
+        from castillo_core.engine.scan import check
 
-    def _migrate_layout(self) -> None:
-        """Move ``model=X/dataset=Y`` directories (castillo 0.1) to the plain encoded layout."""
-        if self.ledger.exists():
-            return  # written by this layout's castillo: nothing to move
-        for table in TABLES:
-            base = self.root / table
-            for model_dir in sorted(base.glob("model=*")) if base.exists() else []:
-                for dataset_dir in sorted(model_dir.glob("dataset=*")):
-                    target = partition_dir(
-                        self.root,
-                        table,
-                        model_dir.name.removeprefix("model="),
-                        dataset_dir.name.removeprefix("dataset="),
-                    )
-                    target.mkdir(parents=True, exist_ok=True)
-                    for item in dataset_dir.iterdir():
-                        os.replace(item, target / item.name)
-                    dataset_dir.rmdir()
-                model_dir.rmdir()
+        check(self)
 
-    def _adopt(self) -> int:
-        """Record the parts of an output written before the ledger existed (trusted as they are)."""
-        count = 0
-        for part in self.prompt_parts():
-            partner = self.responses_part(part)
-            if partner.exists():
-                self.ledger.append(PartRecord(_record(self.root, part), _record(self.root, partner)))
-                count += 1
-        return count
+    def problems(self) -> list[tuple[str, str]]:
+        """What :meth:`check` refuses, as (file relative to the output, what is wrong)."""
+        from castillo_core.engine.scan import find_problems
 
-    def _quarantine(self, path: Path) -> Path:
+        return find_problems(self)
+
+    def quarantine(self, path: Path) -> Path:
         target = self.root / QUARANTINE / path.relative_to(self.root)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(path), str(target))
         return target
 
-    def _rel(self, path: Path) -> str:
+    def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
-
-    def check(self) -> None:
-        """The cheap integrity checks (no hashing): every part committed, present and of its recorded size.
-
-        Raises one line naming the first bad part and the way forward. An output without a
-        ledger (written before castillo kept one, and not yet opened by a writer) is not checked.
-        """
-        problems = self.problems()
-        if problems:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise StoreError(
-                f"{self.root}: part {problems[0][0]} {problems[0][1]}{more}; run `castillo verify {self.root}` to "
-                f"see every problem, and `castillo verify {self.root} --repair` to quarantine them (the next run "
-                "generates their prompts again)"
-            )
-
-    def problems(self) -> list[tuple[str, str]]:
-        """What :meth:`check` refuses, as (file relative to the output, what is wrong)."""
-        if not self.ledger.exists():
-            return []
-        committed = self.ledger.parts()
-        out: list[tuple[str, str]] = []
-        for record in committed.values():
-            for file in (record.prompts, record.responses):
-                path = self.root / file.path
-                if not path.exists():
-                    out.append((file.path, "is missing"))
-                elif path.stat().st_size != file.size:
-                    out.append((file.path, f"has {path.stat().st_size} bytes, {file.size} were written"))
-        recorded = {f.path for r in committed.values() for f in (r.prompts, r.responses)}
-        for table in TABLES:
-            base = self.root / table
-            for path in sorted(base.rglob("part-*.parquet")) if base.exists() else []:
-                if not _hidden(path, self.root) and self._rel(path) not in recorded:
-                    out.append((self._rel(path), "was not written by castillo into this output (a copy?)"))
-        return out
 
     def prompt_parts(self, model: str | None = None, dataset: str | None = None) -> list[Path]:
         """Finished prompts parts, optionally of one partition."""
@@ -293,7 +182,7 @@ class Store:
             base = partition_dir(self.root, "prompts", model, dataset)
         if not base.exists():
             return []
-        return sorted(p for p in base.rglob("part-*.parquet") if not _hidden(p, self.root))
+        return sorted(p for p in base.rglob("part-*.parquet") if not _under_hidden(p, self.root))
 
     def finished(self, model: str, dataset: str) -> dict[str, set[str]]:
         """Prompt ids already stored in a partition, grouped by config hash.
@@ -394,7 +283,7 @@ class Store:
                 (
                     directory / f".tmp-{name}",
                     directory / name,
-                    FileRecord.of(self._rel(directory / name), table.num_rows, data),
+                    FileRecord.of(self.rel(directory / name), table.num_rows, data),
                     data,
                 )
             )
@@ -450,22 +339,5 @@ def part_metadata(path: Path) -> dict[str, Any]:
     return blob if isinstance(blob, dict) else {}
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    """Under a ``.``/``_`` directory or named so (temporary files, the quarantine): never data."""
+def _under_hidden(path: Path, root: Path) -> bool:
     return any(p.startswith((".", "_")) for p in path.relative_to(root).parts)
-
-
-def _digest(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _record(root: Path, path: Path) -> FileRecord:
-    return FileRecord(
-        path.relative_to(root).as_posix(), pq.read_metadata(path).num_rows, path.stat().st_size, _digest(path)
-    )

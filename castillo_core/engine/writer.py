@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any
 
-from castillo_core.api.contracts import Metric
+from castillo_core.api.metric import Metric
 from castillo_core.api.records import GenerationRequest, PromptResult
 from castillo_core.engine.metrics import MetricError, MetricSetting
 from castillo_core.engine.plan import Cell

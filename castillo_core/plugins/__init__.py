@@ -1,5 +1,6 @@
-"""Plugin discovery and the registry (see :mod:`castillo_core.plugins.manager`)."""
+"""Plugin discovery (:mod:`.manager`) and the registry of what plugins registered (:mod:`.registry`)."""
 
-from castillo_core.plugins.manager import PluginRecord, Plugins, Registered, get_plugins, plugin_names
+from castillo_core.plugins.manager import Plugins, get_plugins, plugin_names
+from castillo_core.plugins.registry import PluginRecord, Registered, Registry
 
-__all__ = ["PluginRecord", "Plugins", "Registered", "get_plugins", "plugin_names"]
+__all__ = ["PluginRecord", "Plugins", "Registered", "Registry", "get_plugins", "plugin_names"]

@@ -20,8 +20,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from castillo_core.api.contracts import Backend, Corpus, Metric, ModelInfo, ResponseBatch
+from castillo_core.api.contracts import Backend, Corpus, ModelInfo
 from castillo_core.api.errors import BackendError
+from castillo_core.api.metric import Metric, ResponseBatch
 from castillo_core.api.records import (
     CorpusSelection,
     GenerationConfig,

@@ -19,7 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from castillo_core.api.contracts import Backend, Corpus, ModelInfo, parse_options
+from castillo_core.api.contracts import Backend, Corpus, ModelInfo
+from castillo_core.api.described import parse_options
 from castillo_core.api.hookspecs import hookimpl
 from castillo_core.api.records import (
     GenerationConfig,

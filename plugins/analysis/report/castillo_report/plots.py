@@ -10,17 +10,20 @@ statistics come precomputed from :mod:`castillo_report.data` (box plots through
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from castillo_views.names import file_part
 
 from castillo_core import CastilloError
 from castillo_report.data import BoxStats, ReportData
 
 DPI = 90
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ def _save(fig: Any, path: Path) -> tuple[int, int]:
 
 
 def _short(name: str, limit: int = 40) -> str:
+    """A label from the data: control characters (no glyph, no line breaks) as "?", at most ``limit`` characters."""
+    name = _CONTROL.sub("?", name)
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
@@ -164,7 +169,7 @@ def boxes(
     kwargs: dict[str, Any] = {"showmeans": True, "showfliers": True, "patch_artist": True, "widths": 0.6}
     for index, dataset in enumerate(datasets):
         ax = axes[index // ncols][index % ncols]
-        ax.set_title(dataset, fontsize=9)
+        ax.set_title(_short(dataset, 60), fontsize=9)
         present = [(m, stats[(m, dataset)]) for m in models if (m, dataset) in stats]
         if present:
             records = []
@@ -232,7 +237,7 @@ def scatter(
     _log_scale(axes[0][0], "xy")
     for index in range(len(models), nrows * ncols):
         axes[index // ncols][index % ncols].set_visible(False)
-    handles = [Line2D([], [], marker="o", linestyle="", color=colours[d], label=d) for d in datasets]
+    handles = [Line2D([], [], marker="o", linestyle="", color=colours[d], label=_short(d, 40)) for d in datasets]
     fig.legend(handles=handles, loc="upper center", ncols=min(len(datasets), 6), fontsize=8, frameon=False)
     return _save(fig, path)
 
@@ -266,11 +271,10 @@ def draw_all(data: ReportData, to: Path, step: Callable[[str], None]) -> list[Fi
         jobs.append((f"heatmap_{key}.png", title, caption, _bind_heatmap(matrix, models, datasets, title, fmt)))
     for name, source in data.degeneration_sources.items():
         key = f"degeneration_{name}"
-        title = f"Degeneration rate ({name})"
+        title = f"Degeneration rate ({_short(name, 60)})"
         caption = f"share of prompts flagged as degenerate by {name}: {source}"
-        jobs.append(
-            (f"heatmap_{key}.png", title, caption, _bind_heatmap(data.matrices[key], models, datasets, title, "{:.1%}"))
-        )
+        file = f"heatmap_degeneration_{file_part(name, 64)}.png"  # a detector's name comes from the data
+        jobs.append((file, title, caption, _bind_heatmap(data.matrices[key], models, datasets, title, "{:.1%}")))
     jobs.append(
         (
             "lengths_box.png",
@@ -295,10 +299,12 @@ def draw_all(data: ReportData, to: Path, step: Callable[[str], None]) -> list[Fi
             lambda p: scatter(data.scatter, models, datasets, p),
         )
     )
-    for file, title, caption, draw in jobs:
-        step(f"plot {file}")
-        width, height = draw(to / file)
-        figures.append(Figure(file, title, caption, width, height))
+    # Every label comes from the data: a model id like "$x^2$" or "a_b" is text, never mathtext or TeX.
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        for file, title, caption, draw in jobs:
+            step(f"plot {file}")
+            width, height = draw(to / file)
+            figures.append(Figure(file, title, caption, width, height))
     return figures
 
 

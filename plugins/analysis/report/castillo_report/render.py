@@ -199,8 +199,12 @@ def _issues_html(headers: list[str], rows: list[list[str]], total: int, what: st
 # -- Markdown -------------------------------------------------------------------------
 
 
+_MD_ESCAPES = str.maketrans({"\\": "\\\\", "|": "\\|", "$": "\\$", "[": "\\[", "]": "\\]", "<": "&lt;"})
+
+
 def _md_cell(value: str) -> str:
-    return value.replace("|", "\\|").replace("\n", " ")
+    """Text from the data as Markdown text: no table break, link, HTML or math (``$...$``) in it."""
+    return " ".join(value.translate(_MD_ESCAPES).splitlines())
 
 
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -222,13 +226,14 @@ def write_markdown(path: Path, data: ReportData, figures: Sequence[Figure], vers
         "",
         *_md_table([h for _, h, _ in columns], [[_fmt(c.get(k), s) for k, _, s in columns] for c in data.cells]),
         "",
-        "Degeneration: " + "; ".join(f"{k}: {v}" for k, v in data.degeneration_sources.items()) + ".",
+        "Degeneration: " + "; ".join(_md_cell(f"{k}: {v}") for k, v in data.degeneration_sources.items()) + ".",
         "",
         "## Figures",
         "",
     ]
     for figure in figures:
-        lines += [f"### {figure.title}", "", f"![{figure.title}]({figure.file})", "", figure.caption, ""]
+        title, caption = _md_cell(figure.title), _md_cell(figure.caption)
+        lines += [f"### {title}", "", f"![{title}]({figure.file})", "", caption, ""]
     p_headers, p_rows = _provenance_rows(data)
     lines += ["## Provenance", "", *(_md_table(p_headers, p_rows) if p_rows else ["No provenance recorded."]), ""]
     (t_headers, t_rows), (r_headers, r_rows) = _issue_tables(data)

@@ -33,13 +33,15 @@ def command(out: str, detector: str, to: str | None, cap: int | None, as_json: b
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"castillo sanitize {out} --detector {detector}")
+    # names come from the data: Text, never markup ("[/bold]" in a model id is not a tag)
+    table = Table(title=Text(f"castillo sanitize {out} --detector {detector}"))
     table.add_column("model", overflow="fold")
     for name in VIEWS:
         table.add_column(name, justify="right")
     for model in sorted(summary.per_model):
-        table.add_row(model, *(str(summary.per_model[model][v]) for v in VIEWS))
+        table.add_row(Text(model), *(str(summary.per_model[model][v]) for v in VIEWS))
     table.add_row("all", *(str(summary.rows[v]) for v in VIEWS), style="bold")
     console = Console()
     console.print(table)

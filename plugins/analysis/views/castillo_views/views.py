@@ -37,6 +37,7 @@ from castillo_core import (
     responses_schema,
 )
 from castillo_views.flags import Flags, ViewError, _caps, _row_keys, detect
+from castillo_views.names import name_problem, shown
 
 log = logging.getLogger(__name__)
 
@@ -179,11 +180,19 @@ def flag_responses(source: Path, detector: str) -> pa.Table:
 def write_views(
     out: str | Path, to: str | Path | None = None, detector: str = V1_DETECTOR, cap: int | None = None
 ) -> ViewSummary:
-    """Compute the three views of ``out`` and write each as a castillo output under ``to``."""
+    """Compute the three views of ``out`` and write each as a castillo output under ``to``.
+
+    Every name a view's directories are built from (the detector, each model and dataset)
+    is checked before anything is written: a name that cannot be a directory is one line.
+    """
     source = Path(out)
+    problem = name_problem(detector)
+    if problem:
+        raise ViewError(f"--detector {shown(detector)} is not a detector name: {problem}")
     prompts = read_table(source, "prompts")
     if prompts.num_rows == 0:
         raise ViewError(f"{source} holds no prompts rows; nothing to sanitize")
+    check_names(prompts, source)
     responses = read_table(source, "responses") if (source / "responses").exists() else pa.table({})
     if responses.num_columns == 0:
         responses = responses_schema().empty_table()
@@ -197,6 +206,18 @@ def write_views(
         for model, count in _count_by(tables.prompts, "model").items():
             summary.per_model.setdefault(model, {v: 0 for v in VIEWS})[name] = count
     return summary
+
+
+def check_names(prompts: pa.Table, source: Path) -> None:
+    """Refuse a model or dataset name that cannot name a partition directory (one line naming it)."""
+    for column in ("model", "dataset"):
+        for value in pc.unique(prompts.column(column)).to_pylist():
+            problem = name_problem(value)
+            if problem:
+                raise ViewError(
+                    f"{source}: {column} {shown(value)} cannot name a directory of a view ({problem}); "
+                    "nothing was written"
+                )
 
 
 def _count_by(table: pa.Table, column: str) -> dict[str, int]:

@@ -6,6 +6,7 @@ splits ``train``, ``validate``, ``test`` and ``full``, one or more Parquet files
 
     DEST/README.md                                   the dataset card (YAML header: configs, splits)
     DEST/<config>/<split>-00000-of-00001.parquet
+    DEST/.castillo-export                            what the export wrote (``--force`` replaces only that)
 
 The views come from :func:`castillo_views.views.compute_views` (v1's rule by default), so
 the exported configs are exactly what ``castillo sanitize`` writes. ``full`` holds every
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from castillo_core import CastilloError
+from castillo_formats.dest import ExportDest, ExportError
 
 CONFIGS = ("sanitized", "original", "degenerate")
 SPLITS = ("train", "validate", "test", "full")
-MARKER = "<!-- written by `castillo export --format hf`; `--force` replaces this directory's configs and card -->"
+MARKER = "<!-- written by `castillo export --format hf`; `--force` replaces only the files in .castillo-export -->"
 SHARD_BYTES = 512 * 1024 * 1024
+_LICENSE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]*")
 _SPLIT_ALIASES = {"val": "validate", "validation": "validate", "valid": "validate"}
 
 #: Licences of CASTILLO v1's corpora (docs/corpora.md), for data imported without the corpus plugins.
@@ -97,10 +99,6 @@ CITATION = """@misc{perezramirez2025castillo,
 }"""
 
 
-class ExportError(CastilloError):
-    """An export that cannot be written (no rows, a DEST that holds other files)."""
-
-
 @dataclass
 class HFExportSummary:
     """Rows per config and split, and the files written."""
@@ -108,21 +106,6 @@ class HFExportSummary:
     dest: Path
     rows: dict[str, dict[str, int]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
-
-
-def prepare_dest(dest: Path, force: bool, owned: list[Path]) -> None:
-    """Refuse a non-empty DEST unless ``force``; with it, remove only what an export writes."""
-    if dest.exists() and not dest.is_dir():
-        raise ExportError(f"{dest} is a file; pass a directory for the export")
-    if dest.exists() and any(dest.iterdir()):
-        if not force:
-            raise ExportError(f"{dest} is not empty; choose an empty directory or pass --force to replace an export")
-        for path in owned:
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-    dest.mkdir(parents=True, exist_ok=True)
 
 
 def _split_of(table: pa.Table) -> pa.Array:
@@ -134,18 +117,11 @@ def _split_of(table: pa.Table) -> pa.Array:
     return column
 
 
-def write_split(table: pa.Table, directory: Path, split: str) -> list[Path]:
+def shards(table: pa.Table, split: str) -> list[tuple[str, pa.Table]]:
     """One split as ``<split>-0000i-of-0000n.parquet`` files of at most about 512 MiB each."""
-    directory.mkdir(parents=True, exist_ok=True)
-    shards = max(1, math.ceil(table.nbytes / SHARD_BYTES))
-    size = math.ceil(table.num_rows / shards)
-    paths = []
-    for index in range(shards):
-        part = table.slice(index * size, size)
-        path = directory / f"{split}-{index:05d}-of-{shards:05d}.parquet"
-        pq.write_table(part, path, compression="zstd", compression_level=3)
-        paths.append(path)
-    return paths
+    count = max(1, math.ceil(table.nbytes / SHARD_BYTES))
+    size = math.ceil(table.num_rows / count)
+    return [(f"{split}-{i:05d}-of-{count:05d}.parquet", table.slice(i * size, size)) for i in range(count)]
 
 
 def corpus_licenses(datasets: list[str]) -> dict[str, str]:
@@ -237,10 +213,11 @@ def card_text(
     """The README.md dataset card."""
     original = views["original"]
     total = original.num_rows
-    counts = pc.value_counts(
-        pc.binary_join_element_wise(original.column("model"), original.column("dataset"), "\x00")
-    ).to_pylist()
-    per_cell = sorted((c["values"].split("\x00"), c["counts"]) for c in counts)
+    counts = original.select(["model", "dataset"]).group_by(["model", "dataset"]).aggregate([([], "count_all")])
+    per_cell = sorted(
+        (((str(c["model"]), str(c["dataset"])), c["count_all"]) for c in counts.to_pylist()),
+        key=lambda cell: cell[0],
+    )
     datasets = sorted({key[1] for key, _ in per_cell})
     licences = corpus_licenses(datasets)
     lines = [*card_yaml(license_id, title, total, summary.rows), MARKER, "", f"# {title}", ""]
@@ -334,26 +311,36 @@ def export_hf(
     from castillo_core import __version__, read_table
 
     source, target = Path(out), Path(dest)
+    if not _LICENSE_ID.fullmatch(license_id):
+        raise ExportError(
+            f"--license {license_id!r}: a licence id is letters, digits and . - + (e.g. cc-by-4.0, apache-2.0, other)"
+        )
     prompts = read_table(source, "prompts")
     if prompts.num_rows == 0:
         raise ExportError(f"{source} holds no prompts rows; nothing to export")
     views, _ = compute_views(prompts, flag_responses(source, detector), detector, cap)
     tables = {name: views[name].prompts for name in CONFIGS}
-    prepare_dest(target, force, [target / "README.md", *(target / c for c in CONFIGS)])
     summary = HFExportSummary(dest=target)
+    plan: list[tuple[str, pa.Table]] = []
     for config in CONFIGS:
         table = tables[config].replace_schema_metadata(None)
         splits = _split_of(table)
         summary.rows[config] = {}
-        for split in SPLITS:
+        for split in SPLITS:  # fixed names: no path here comes from the data
             part = table if split == "full" else table.filter(pc.fill_null(pc.equal(splits, split), False))
             summary.rows[config][split] = part.num_rows
             if part.num_rows:
-                paths = write_split(part, target / config, split)
-                summary.files += [str(p.relative_to(target)) for p in paths]
+                plan += [(f"{config}/{name}", shard) for name, shard in shards(part, split)]
+    files = ExportDest(target, "hf", force)
+    files.prepare(["README.md", *(name for name, _ in plan)], directories=CONFIGS)
+    for name, shard in plan:
+        (target / name).parent.mkdir(exist_ok=True)
+        pq.write_table(shard, target / name, compression="zstd", compression_level=3)
+        summary.files.append(name)
     manifest = read_manifest_dict(source)
     prov = provenance(prompts, manifest, read_part_metadata(source))
     card = card_text(title, license_id, tables, summary, prov, detector, source, __version__)
     (target / "README.md").write_text(card, encoding="utf-8")
     summary.files.insert(0, "README.md")
+    files.finish()
     return summary

@@ -14,14 +14,16 @@ the export derives ``n_length_capped`` again from the cap it is given (``--cap``
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from castillo_views.names import file_part
 
-from castillo_formats.hf_export import ExportError, prepare_dest
+from castillo_formats.dest import ExportDest, ExportError
 
 MEAN_DECIMALS = 2
 PERCENTILE_DECIMALS = 3
@@ -40,14 +42,28 @@ class V1ExportSummary:
         return sum(self.files.values())
 
 
+NAME_PART_BYTES = 72
+"""Longest dataset, split or model part of a file name: 3 x 72 + 15 stays under 255 bytes with room for the
+temporary name (``.tmp-<8 hex>-``) the file is written through."""
+
+
 def _name_part(value: str) -> str:
     """v1's file names split on "_": a dataset or split containing one is written with "-"."""
-    return value.replace("_", "-").replace("/", "--")
+    return file_part(value.replace("_", "-").replace("/", "--"), NAME_PART_BYTES, "-")
 
 
 def file_name(dataset: str, split: str, model: str) -> str:
-    """``preproc_<Dataset>_<split>_<model>.json``, as v1 named its files."""
-    return f"preproc_{_name_part(dataset)}_{_name_part(split)}_{model.replace('/', '--')}.json"
+    """``preproc_<Dataset>_<split>_<model>.json``, as v1 named its files.
+
+    The names come from the data, so each part goes through :func:`castillo_views.names.file_part`:
+    v1's own names are written as v1 wrote them; a name with characters that do not belong in a
+    file name (a path separator, ``$``, a control character) or a very long one is written as
+    a plain slug plus a hash of the real name (the records inside keep the real name).
+    """
+    return (
+        f"preproc_{_name_part(dataset)}_{_name_part(split)}_"
+        f"{file_part(model.replace('/', '--'), NAME_PART_BYTES, '-')}.json"
+    )
 
 
 def _round(value: Any, decimals: int) -> Any:
@@ -105,16 +121,26 @@ def export_v1(
     missing = [c for c in V1_COLUMNS if c not in prompts.column_names]
     if missing:
         raise ExportError(f"{source} lacks v1 column(s) {', '.join(missing)}; it is not a castillo prompts table")
-    existing = sorted(target.glob("preproc_*.json")) if target.is_dir() else []
-    prepare_dest(target, force, existing)
-    summary = V1ExportSummary(dest=target)
     table = prompts.select([*V1_COLUMNS, *(["split"] if "split" in prompts.column_names else [])])
-    for (dataset, split, model), indices in sorted(_groups(table).items()):
-        rows = table.take(pa.array(indices, type=pa.int64())).select(list(V1_COLUMNS)).to_pylist()
+    groups = _groups(table)
+    names: dict[tuple[str, str, str], str] = {}
+    for dataset, split, model in sorted(groups, key=repr):
+        if not dataset or not model or split_from_name(Path(file_name(dataset, split, model))) != _name_part(split):
+            raise ExportError(
+                f"cannot name a v1 file for dataset {dataset!r:.80}, split {split!r:.80}, model {model!r:.80}"
+            )
         name = file_name(dataset, split, model)
-        if split_from_name(Path(name)) != _name_part(split):
-            raise ExportError(f"cannot name a v1 file for dataset {dataset!r}, split {split!r}, model {model!r}")
+        if name in set(names.values()):  # two names that read the same in a file name ("a_b", "a-b"): keep both
+            digest = hashlib.sha256(repr((dataset, split, model)).encode()).hexdigest()[:8]
+            name = name.removesuffix(".json") + f"~{digest}.json"
+        names[(dataset, split, model)] = name
+    files = ExportDest(target, "castillo-v1", force)
+    files.prepare(names.values())
+    summary = V1ExportSummary(dest=target)
+    for key, name in names.items():
+        rows = table.take(pa.array(groups[key], type=pa.int64())).select(list(V1_COLUMNS)).to_pylist()
         data = json.dumps([v1_record(r) for r in rows]).encode()
         atomic_write_bytes(target / name, data)
         summary.files[name] = len(rows)
+    files.finish()
     return summary

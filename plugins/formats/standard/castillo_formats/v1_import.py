@@ -15,6 +15,7 @@ table of an import is empty.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from castillo_views.names import name_problem, shown
 
 from castillo_core import V1_COLUMNS, V1_MAX_NEW_TOKENS, CastilloError, prompts_schema
 
@@ -77,12 +79,22 @@ def read_file(path: str | Path) -> V1File:
         raise V1ImportError(f"{file} cannot be read: {exc}") from None
     if not isinstance(data, list):
         raise V1ImportError(f"{file} holds a JSON {type(data).__name__}, not a list; v1 files hold one list of records")
+    split = split_from_name(file)
+    problem = name_problem(split) if split is not None else None
+    if problem:
+        raise V1ImportError(f"{file}: the split {shown(split)} in the file name cannot be stored ({problem})")
     for index, record in enumerate(data):
         _check_record(file, index, record)
-    return V1File(file, split_from_name(file), data)
+    return V1File(file, split, data)
 
 
 def _check_record(file: Path, index: int, record: Any) -> None:
+    """Refuse a record castillo cannot store as it is: one line naming the file, the record and the value.
+
+    Impossible numbers (NaN, infinities, negative or fractional lengths, an empty
+    ``output_sizes``) are refused rather than skipped: a published dataset with such a row is
+    damaged, and importing the rest would describe a different dataset under the same name.
+    """
     where = f"{file} record {index}"
     if not isinstance(record, dict):
         raise V1ImportError(f"{where} is a JSON {type(record).__name__}, not an object with v1's columns")
@@ -90,17 +102,35 @@ def _check_record(file: Path, index: int, record: Any) -> None:
     if missing:
         raise V1ImportError(f"{where} lacks column(s) {', '.join(missing)} (v1 records have: {', '.join(V1_COLUMNS)})")
     sizes = record["output_sizes"]
-    if not isinstance(sizes, list) or not sizes or not all(_is_int(s) for s in sizes):
+    if not isinstance(sizes, list) or not sizes:
         raise V1ImportError(f"{where}: output_sizes must be a non-empty list of integers, got {sizes!r:.80}")
+    for position, size in enumerate(sizes):
+        if not _is_int(size) or not 0 <= size < 2**63:
+            raise V1ImportError(
+                f"{where}: output_sizes must be a non-empty list of integers >= 0 (token counts), "
+                f"but output_sizes[{position}] is {size!r:.40}"
+            )
     percentiles = record["output_percentiles"]
     if not isinstance(percentiles, Mapping) or any(k not in percentiles for k in _PERCENTILE_KEYS):
         raise V1ImportError(f"{where}: output_percentiles must be an object with keys {', '.join(_PERCENTILE_KEYS)}")
     for name in ("sample_id", "prompt_id", "model", "dataset"):
         if not isinstance(record[name], str) or not record[name]:
             raise V1ImportError(f"{where}: {name} must be a non-empty string, got {record[name]!r:.80}")
-    for name in ("output_mean", "output_std"):
-        if not _is_number(record[name]):
-            raise V1ImportError(f"{where}: {name} must be a number, got {record[name]!r:.80}")
+    for name in ("model", "dataset"):
+        problem = name_problem(record[name])
+        if problem:
+            raise V1ImportError(f"{where}: {name} {shown(record[name])} cannot name a directory ({problem})")
+    lengths = [("output_mean", record["output_mean"]), ("output_std", record["output_std"])]
+    lengths += [(f"output_percentiles.{k}", percentiles[k]) for k in _PERCENTILE_KEYS]
+    for name, value in lengths:
+        if not _is_number(value) or not _finite(value) or value < 0:
+            raise V1ImportError(f"{where}: {name} must be a finite number >= 0, got {value!r:.40}")
+    if _is_number(record["input_size"]) and record["input_size"] < 0:
+        raise V1ImportError(f"{where}: input_size must be a token count >= 0, got {record['input_size']!r}")
+    for name in ("top_p", "temp", "gen_time"):
+        value = record[name]
+        if _is_number(value) and (not _finite(value) or value < 0):
+            raise V1ImportError(f"{where}: {name} must be a finite number >= 0, got {value!r}")
 
 
 def _is_int(value: Any) -> bool:
@@ -109,6 +139,10 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: int | float) -> bool:
+    return isinstance(value, int) or math.isfinite(value)  # an int is finite, however large
 
 
 def import_config(
