@@ -53,6 +53,7 @@ from castillo_core.api.records import (
     Rendered,
     SamplingSettings,
 )
+from castillo_core.api.redact import redact
 from castillo_core.api.rendering import encode_prompt, has_chat_template, render_with_tokenizer, template_ids
 from castillo_core.api.requests import build_requests
 from castillo_core.api.v1 import (
@@ -78,7 +79,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "responses_schema",
     ),
     "castillo_core.engine.store": ("Store", "atomic_write_bytes"),
-    "castillo_core.engine.dataset": ("read_schema", "read_table", "summarize"),
+    "castillo_core.engine.dataset": ("read_schema", "read_table", "redact", "summarize"),
     "castillo_core.engine.manifest": ("Manifest", "read_manifest"),
     "castillo_core.plugins.manager": ("get_plugins",),
     # the engine's public API, for executors and notebooks (see castillo_core.engine.engine)
@@ -118,7 +119,7 @@ __all__ = [
     "config_hash", "declared_columns", "detectors", "encode_prompt", "flag_column", "flag_count_column",
     "get_plugins", "has_chat_template", "high_variance_limit", "hookimpl", "length_stats", "load_spec",
     "missing_requirements", "model_name", "open_dataset", "parse_options", "prompt_id", "prompt_seed",
-    "prompts_schema", "read_manifest", "read_schema", "read_table", "render_with_tokenizer", "responses_schema",
-    "run", "sample_id", "select_prompts", "summarize", "template_ids", "v1_length_flags",
+    "prompts_schema", "read_manifest", "read_schema", "read_table", "redact", "render_with_tokenizer",
+    "responses_schema", "run", "sample_id", "select_prompts", "summarize", "template_ids", "v1_length_flags",
 ]
 # fmt: on

@@ -593,9 +593,7 @@ def test_no_secret_reaches_anything_a_run_prints_or_writes(stub: StubServer, tmp
     runs = json.loads(manifest)["runs"]
     [via_env] = [i for i, r in enumerate(runs) if "base_url_env=CASTILLO_TEST_URL" in r["argv"]]
     assert not [w for w, _ in leaks if w.startswith(f"manifest.json: runs[{via_env}].")], "-B base_url_env"
-    if leaks:  # castillo_core's own records: xfail until core records them without credentials
-        where = sorted({re.sub(r"\[\d+\]", "[*]", w) for w, _ in leaks})
-        pytest.xfail(f"castillo_core records the command line and the run's options verbatim: {', '.join(where)}")
+    assert not leaks, f"castillo_core recorded a secret: {sorted({w for w, _ in leaks})}"
 
 
 def test_a_request_that_cannot_be_sent_is_not_retried_and_its_headers_not_shown(

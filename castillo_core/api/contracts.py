@@ -89,6 +89,15 @@ class Backend(Described, ABC):
         """
         return dict(options)
 
+    @classmethod
+    def public_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options as they may be recorded (manifest, logs): override to hide secrets in them.
+
+        The core also redacts URL credentials everywhere it records text; a backend whose
+        options carry other secrets says so here.
+        """
+        return dict(options)
+
     @abstractmethod
     def open(self) -> ModelInfo:
         """Load the model (heavy imports happen here) and report what was resolved."""

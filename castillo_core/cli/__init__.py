@@ -44,6 +44,16 @@ def parse_metric_options(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     return out
 
 
+class _Option(click.Option):
+    """An option whose ``show_default`` text is shown as written (click puts it in parentheses)."""
+
+    def get_help_extra(self, ctx: click.Context) -> Any:
+        extra = super().get_help_extra(ctx)
+        if isinstance(self.show_default, str):
+            extra["default"] = self.show_default
+        return extra
+
+
 class _Group(click.Group):
     """A group that turns CastilloError into a one-line message and a clean exit."""
 
@@ -54,7 +64,9 @@ class _Group(click.Group):
         except CastilloError as exc:
             if debug:
                 raise
-            click.secho(f"error: {exc}", fg="red", err=True)
+            from castillo_core.api.redact import redact
+
+            click.secho(f"error: {redact(str(exc))}", fg="red", err=True)
             if getattr(exc, "exit_code", 2) in {130, 143}:
                 click.echo("re-run the same command to resume", err=True)
             ctx.exit(exc.exit_code)
@@ -65,7 +77,22 @@ class _Group(click.Group):
             ctx.exit(130)
 
 
-@click.group(cls=_Group)
+_EXAMPLES = """\b
+Examples:
+  castillo run --backend fake --corpus tiny --out runs/try   # no model
+  castillo run --backend llamacpp --model smollm2-135m \\
+      --corpus humaneval --limit 20 -n 10 --out runs/demo
+  castillo run --preset castillo-v1 --backend vllm --dry-run
+  castillo show runs/demo              # lengths per model x dataset
+  castillo show runs/demo --csv > lengths.csv
+  castillo prompts --corpus humaneval --limit 3
+  castillo list backends
+
+Every command takes -h; docs/cli.md has the details.
+"""
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EXAMPLES)
 @click.version_option(__version__, prog_name="castillo")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 def cli(debug: bool) -> None:
@@ -96,20 +123,63 @@ def cli(debug: bool) -> None:
 @click.option(
     "-C", "--corpus-option", "corpus_options", multiple=True, metavar="KEY=VALUE", help="A corpus option; repeatable."
 )
-@click.option("-n", "--n", "n", type=int, help="Completions per prompt (default 10).")
-@click.option("--temperature", type=float)
-@click.option("--top-p", type=float)
-@click.option("--top-k", type=int)
-@click.option("--min-p", type=float)
-@click.option("--repetition-penalty", type=float)
-@click.option("--max-new-tokens", type=int, help="Cap on generated tokens per completion (default 1024).")
-@click.option("--max-prompt-tokens", type=int, help="Longer prompts are truncated and flagged (default 2500).")
-@click.option("--seed", type=int, help="Run seed; each prompt's seed derives from it and the prompt id.")
+@click.option("-n", "--n", "n", type=int, cls=_Option, show_default="10", help="Completions per prompt.")
+@click.option(
+    "--temperature",
+    type=float,
+    cls=_Option,
+    show_default="1.0; the model's own with --model-defaults",
+    help="Sampling temperature (0 is greedy).",
+)
+@click.option(
+    "--top-p",
+    type=float,
+    cls=_Option,
+    show_default="off (1.0); the model's own with --model-defaults",
+    help="Nucleus sampling: keep the smallest set of tokens whose probabilities sum to P.",
+)
+@click.option(
+    "--top-k",
+    type=int,
+    cls=_Option,
+    show_default="off (0); the model's own with --model-defaults",
+    help="Keep only the K most likely tokens.",
+)
+@click.option(
+    "--min-p",
+    type=float,
+    cls=_Option,
+    show_default="off (0.0); the model's own with --model-defaults",
+    help="Drop tokens less likely than P times the most likely one.",
+)
+@click.option(
+    "--repetition-penalty",
+    type=float,
+    cls=_Option,
+    show_default="off (1.0); the model's own with --model-defaults",
+    help="Penalty on tokens already generated (above 1 discourages repeats).",
+)
+@click.option(
+    "--max-new-tokens", type=int, cls=_Option, show_default="1024", help="Cap on generated tokens per completion."
+)
+@click.option(
+    "--max-prompt-tokens", type=int, cls=_Option, show_default="2500", help="Longer prompts are truncated and flagged."
+)
+@click.option(
+    "--seed",
+    type=int,
+    cls=_Option,
+    show_default="0",
+    help="Run seed; each prompt's seed derives from it and the prompt id.",
+)
 @click.option(
     "--model-defaults",
     is_flag=True,
     default=None,
-    help="Use the model's own generation config with sampling on (CASTILLO v1's setting).",
+    cls=_Option,
+    show_default="off",
+    help="Use the model's own generation config with sampling on (CASTILLO v1's setting); "
+    "sampling flags given beside it still override.",
 )
 @click.option("--metric", "metrics", multiple=True, help="Metric to apply (default: every installed one).")
 @click.option("--no-metrics", is_flag=True, help="Apply no metric plugins.")
@@ -125,7 +195,9 @@ def cli(debug: bool) -> None:
 @click.option("--no-text", is_flag=True, help="Do not keep response texts in the responses table.")
 @click.option("--strict", is_flag=True, help="Fail when a corpus rejects any record.")
 @click.option("--quiet", is_flag=True, help="No live display; warnings only.")
-@click.option("--log-json", is_flag=True, help="Progress as JSON lines on stderr (batch jobs).")
+@click.option(
+    "--log-json", is_flag=True, help="Progress, messages and errors as JSON lines on stderr, nothing else (batch jobs)."
+)
 @click.option(
     "--flush-every",
     type=click.IntRange(min=1),
@@ -162,6 +234,8 @@ def cli(debug: bool) -> None:
     help="Cluster executors: a resource each task asks for, e.g. num_gpus=1, num_cpus=4, memory=16e9; repeatable.",
 )
 @click.option("--dry-run", is_flag=True, help="Show the plan and its cost; load no model, write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan (--dry-run) or the final length table as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the plan (--dry-run) or the final length table as CSV.")
 @click.option("--estimate-from", type=click.Path(), help="A dataset whose mean lengths estimate the cost.")
 @click.option("--tokens-per-second", type=float, help="Throughput for the time estimate of --dry-run.")
 @click.option("--probe", is_flag=True, help="With --dry-run: measure tokens/s on the real backend first.")
@@ -196,12 +270,13 @@ def list_(kind: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("out", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def show(out: str, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per model x dataset, numbers unrounded.")
+@click.option("--csv", "as_csv", is_flag=True, help="The same rows as CSV with a header line.")
+def show(out: str, as_json: bool, as_csv: bool) -> None:
     """Per model x dataset: prompts, mean length, mean std, CV and share capped."""
     from castillo_core.cli.info import show_summary
 
-    show_summary(out, as_json)
+    show_summary(out, as_json, as_csv)
 
 
 def _add_core_commands() -> None:

@@ -73,11 +73,14 @@ def plan_rows(engine: Any, estimates: dict[tuple[str, str], float], tokens_per_s
             estimate_basis=basis,
             mean_length=mean,
         )
+        row["max_tokens"] = remaining * gen.n * gen.max_new_tokens  # every completion at the cap
         if mean is not None:
             tokens = remaining * gen.n * min(mean, gen.max_new_tokens)
             row["expected_tokens"] = tokens
             if tokens_per_second:
                 row["expected_seconds"] = tokens / tokens_per_second
+        if tokens_per_second:
+            row["max_seconds"] = row["max_tokens"] / tokens_per_second
         rows.append(row)
     return rows
 
@@ -113,57 +116,114 @@ def _human_seconds(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+PLAN_FIELDS = (
+    "model",
+    "dataset",
+    "backend",
+    "n",
+    "max_new_tokens",
+    "prompts",
+    "done",
+    "remaining",
+    "samples",
+    "rejected",
+    "estimate_basis",
+    "mean_length",
+    "expected_tokens",
+    "max_tokens",
+    "expected_seconds",
+    "max_seconds",
+    "config_hash",
+    "error",
+)
+_PLAN_CAPTION = (
+    "left: prompts not stored yet; samples: completions to generate (left x n); cap: max_new_tokens; "
+    "mean: reference mean length (--estimate-from); tokens, time: expected, or at most (≤) when every "
+    "completion reaches the cap (no reference); time needs --tokens-per-second or --probe"
+)
+
+
 def show_plan(engine: Any, opts: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from castillo_core.cli.tables import Column, console, print_csv, print_json, print_table
 
     estimates = load_estimates(opts["estimate_from"]) if opts.get("estimate_from") else {}
     tps = opts.get("tokens_per_second")
     if opts.get("probe"):
         tps = probe(engine)
     rows = plan_rows(engine, estimates, tps)
-    if opts.get("log_json"):
-        print(json.dumps({"tokens_per_second": tps, "cells": rows}, indent=2, default=str))
+    if opts.get("as_csv"):
+        print_csv(PLAN_FIELDS, rows)
         return
-    console = Console()
-    table = Table(title=f"castillo run --dry-run -> {engine.spec.out} ({len(rows)} cells)")
-    for column in ("model", "dataset", "prompts", "done", "left", "samples", "cap", "mean len", "tokens", "time"):
-        table.add_column(column, justify="left" if column in {"model", "dataset"} else "right", overflow="fold")
-    total_tokens = total_samples = 0.0
+    if opts.get("log_json") or opts.get("as_json"):
+        print_json({"tokens_per_second": tps, "probed": bool(opts.get("probe")), "cells": rows})
+        return
+    out = console()
+    columns = [
+        Column("model"),
+        Column("dataset"),
+        Column("prompts", numeric=True),
+        Column("left", numeric=True),
+        Column("samples", numeric=True),
+        Column("cap", numeric=True),
+        Column("mean", numeric=True),
+        Column("tokens", numeric=True),
+        Column("time", numeric=True),
+    ]
+    table = []
     for r in rows:
         if r.get("error"):
-            table.add_row(r["model"], r["dataset"], "-", "-", "-", "-", str(r["max_new_tokens"]), "-", "-", "-")
+            table.append([r["model"], r["dataset"], "-", "-", "-", str(r["max_new_tokens"]), "-", "-", "-"])
             continue
         mean = f"{r['mean_length']:.0f}" if r.get("mean_length") is not None else "?"
-        tokens = f"{r['expected_tokens']:,.0f}" if "expected_tokens" in r else "?"
-        seconds = _human_seconds(r["expected_seconds"]) if "expected_seconds" in r else "?"
-        total_tokens += r.get("expected_tokens", 0)
-        total_samples += r["samples"]
-        table.add_row(
-            r["model"],
-            r["dataset"],
-            str(r["prompts"]),
-            str(r["done"]),
-            str(r["remaining"]),
-            f"{r['samples']:,}",
-            str(r["max_new_tokens"]),
-            mean,
-            tokens,
-            seconds,
+        if "expected_tokens" in r:
+            tokens = f"{r['expected_tokens']:,.0f}"
+            seconds = _human_seconds(r["expected_seconds"]) if "expected_seconds" in r else "?"
+        else:
+            tokens = f"≤{r['max_tokens']:,}"
+            seconds = f"≤{_human_seconds(r['max_seconds'])}" if "max_seconds" in r else "?"
+        table.append(
+            [
+                r["model"],
+                r["dataset"],
+                f"{r['prompts']:,}",
+                f"{r['remaining']:,}",
+                f"{r['samples']:,}",
+                f"{r['max_new_tokens']:,}",
+                mean,
+                tokens,
+                seconds,
+            ]
         )
-    console.print(table)
+    title = f"castillo run --dry-run -> {engine.spec.out} ({len(rows)} cells)"
+    print_table(out, columns, table, title=title, caption=_PLAN_CAPTION, group=True)
     errors: dict[tuple[str, str], list[str]] = {}
     for r in rows:
         if r.get("error"):
             errors.setdefault((r["dataset"], r["error"]), []).append(r["model"])
     for (dataset, error), models in errors.items():
         who = models[0] if len(models) == 1 else f"{len(models)} models"
-        console.print(f"{dataset} ({who}): not runnable: {error}", style="yellow", markup=False)
-    line = f"total: {total_samples:,.0f} completions, about {total_tokens:,.0f} generated tokens"
+        out.print(f"{dataset} ({who}): not runnable: {error}", style="yellow", markup=False, highlight=False)
+    out.print(_total_line(rows, tps, bool(opts.get("probe")), bool(estimates)), markup=False, highlight=False)
+
+
+def _total_line(rows: list[dict[str, Any]], tps: float | None, probed: bool, estimates: bool) -> str:
+    """``total: N completions, about T generated tokens at R tokens/s: S`` (or an upper bound from the cap)."""
+    runnable = [r for r in rows if not r.get("error")]
+    samples = sum(r["samples"] for r in runnable)
+    at_cap = [r for r in runnable if "expected_tokens" not in r and r["samples"]]
+    tokens = sum(r.get("expected_tokens", r["max_tokens"]) for r in runnable)
+    if not at_cap:
+        amount = f"about {tokens:,.0f} generated tokens"
+    elif len(at_cap) == len([r for r in runnable if r["samples"]]):
+        amount = f"at most {tokens:,.0f} generated tokens (every completion at its cap)"
+    else:
+        amount = f"about {tokens:,.0f} generated tokens ({len(at_cap)} cell(s) counted at their cap, an upper bound)"
+    line = f"total: {samples:,} completions, {amount}"
     if tps:
-        line += (
-            f" at {tps:,.0f} tokens/s{' (probed)' if opts.get('probe') else ''}: {_human_seconds(total_tokens / tps)}"
-        )
-    if not estimates:
-        line += " (pass --estimate-from DATASET for token estimates)"
-    console.print(line, markup=False)
+        bound = "at most " if at_cap and len(at_cap) == len([r for r in runnable if r["samples"]]) else ""
+        line += f" at {tps:,.0f} tokens/s{' (probed)' if probed else ''}: {bound}{_human_seconds(tokens / tps)}"
+    else:
+        line += "; pass --tokens-per-second or --probe for the time"
+    if not estimates and at_cap:
+        line += "; pass --estimate-from DATASET for an estimate of the tokens"
+    return line

@@ -225,27 +225,73 @@ def show_list(kind: str, as_json: bool) -> None:
     print_table(_console(), columns, table, title=kind)
 
 
-def show_summary(out: str, as_json: bool) -> None:
-    """Per model x dataset: prompts, lengths, and the cell's status from the manifest."""
+SUMMARY_FIELDS = (
+    "model",
+    "dataset",
+    "status",
+    "prompts",
+    "prompts_total",
+    "mean_length",
+    "mean_std",
+    "mean_cv",
+    "share_capped",
+    "error",
+)
+SUMMARY_CAPTION = (
+    "mean: mean response length (tokens); std: mean of the per-prompt standard deviations; "
+    "CV: mean of the per-prompt std/mean; capped: share of completions that hit max_new_tokens"
+)
+
+
+def summary_rows(out: str, cells: set[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """``castillo show``'s rows: per model x dataset (only ``cells`` when given), lengths and status."""
     from castillo_core.engine.dataset import read_table, summarize
 
     columns = ["model", "dataset", "output_mean", "output_std", "n_length_capped", "n_samples"]
     rows = _with_status(out, summarize(read_table(out, "prompts", columns=columns)))
+    return [r for r in rows if cells is None or (r["model"], r["dataset"]) in cells]
+
+
+def show_summary(out: str, as_json: bool, as_csv: bool = False) -> None:
+    """Per model x dataset: prompts, lengths, and the cell's status from the manifest."""
+    from castillo_core.cli.tables import print_csv, print_json
+
+    rows = summary_rows(out)
     if as_json:
-        print(json.dumps(rows, indent=2))
-        return
-    headers = ["model", "dataset", "status", "prompts", "mean length", "mean std", "CV", "capped"]
-    table = _table(f"castillo show {out}", headers)
+        print_json(rows)
+    elif as_csv:
+        print_csv(SUMMARY_FIELDS, rows)
+    else:
+        print_summary(rows, f"castillo show {out}", empty=f"{out} holds no prompts yet")
+
+
+def print_summary(rows: list[dict[str, Any]], title: str, empty: str, console: Any = None) -> None:
+    """The length table of ``castillo show`` (and of the end of ``castillo run``)."""
+    from castillo_core.cli.tables import Column, fmt, print_table
+
+    console = console or _console()
+    columns = [
+        Column("model"),
+        Column("dataset"),
+        Column("status"),
+        Column("prompts", numeric=True),
+        Column("mean", numeric=True),
+        Column("std", numeric=True),
+        Column("CV", numeric=True),
+        Column("capped", numeric=True),
+    ]
+    table, styles = [], []
     for r in rows:
-        capped = f"{100 * r['share_capped']:.1f}%" if "share_capped" in r else "-"
-        style = {"failed": "red", "partial": "yellow", "interrupted": "yellow", "running": "yellow"}.get(r["status"])
-        numbers = [f"{r[k]:.1f}" if r.get(k) is not None else "-" for k in ("mean_length", "mean_std")]
-        cv = f"{r['mean_cv']:.3f}" if r.get("mean_cv") is not None else "-"
-        table.add_row(r["model"], r["dataset"], r["status"], _count(r), *numbers, cv, capped, style=style)
-    console = _console()
-    console.print(table)
-    if not rows:
-        console.print(f"{out} holds no prompts yet")
+        capped = fmt(100 * r["share_capped"], ".1f") + "%" if r.get("share_capped") is not None else "-"
+        lengths = [fmt(r.get("mean_length"), ".1f"), fmt(r.get("mean_std"), ".1f"), fmt(r.get("mean_cv"), ".3f")]
+        table.append([r["model"], r["dataset"], r["status"], _count(r), *lengths, capped])
+        styles.append(
+            {"failed": "red", "partial": "yellow", "interrupted": "yellow", "running": "yellow"}.get(r["status"])
+        )
+    if rows:
+        print_table(console, columns, table, title=title, caption=SUMMARY_CAPTION, group=True, styles=styles)
+    else:
+        console.print(empty, markup=False, highlight=False)
     for r in rows:
         if r.get("error"):
             console.print(f"{r['model']} x {r['dataset']}: {r['error']}", style="red", markup=False, highlight=False)

@@ -197,7 +197,7 @@ def _print_vertical(
         grid.add_column(overflow="fold")
         for column, cell in zip(columns[head:], row[head:], strict=True):
             grid.add_row(Text(column.header), Text(cell, style=style or ""))
-        out.print(Padding(grid, (0, 0, 0, 2)))
+        out.print(Padding(grid, (0, 0, 0, 2), expand=False))
 
 
 def fmt(value: Any, spec: str, missing: str = "-") -> str:

@@ -26,6 +26,7 @@ from typing import Any
 from castillo_core.api.contracts import Executor
 from castillo_core.api.errors import ConfigChangedError, CorpusError, Interrupted
 from castillo_core.api.metric import Metric
+from castillo_core.api.redact import redact, redact_value
 from castillo_core.engine.manifest import Manifest, RunRecord, now
 from castillo_core.engine.metrics import probe as probe_metrics
 from castillo_core.engine.metrics import resolve as resolve_metrics
@@ -139,7 +140,7 @@ class Engine:
         for message in report.messages():
             self.progress.message(message, "warning")
         self._repair_metrics()
-        record = RunRecord(argv=self.argv, spec=self.spec.model_dump(mode="json"))
+        record = RunRecord(argv=[redact(a) for a in self.argv], spec=self._public_spec())
         self.manifest.runs.append(record)
         if self.manifest.castillo_version is None:
             self.manifest.castillo_version = __version__
@@ -163,6 +164,17 @@ class Engine:
             record.finished = now()
             self.save_manifest()
         return summary
+
+    def _public_spec(self) -> dict[str, Any]:
+        """The spec as recorded: each model's options as its backend allows, URL credentials redacted."""
+        spec = self.spec.model_dump(mode="json")
+        for entry in spec.get("models", []):
+            try:
+                backend_cls = self.plugins.backend(entry["backend"])
+                entry["options"] = backend_cls.public_options(entry.get("options") or {})
+            except Exception:  # noqa: BLE001 - recording must not fail the run; redaction below still applies
+                entry["options"] = {k: "***" for k in entry.get("options") or {}}
+        return dict(redact_value(spec))
 
     def _repair_metrics(self) -> None:
         """Fill the columns a metric failed to compute in stored parts, now that it works (no model)."""

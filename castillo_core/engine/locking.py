@@ -79,5 +79,7 @@ def _holder(path: Path) -> str:
 
 def command_line() -> str:
     """This process's command, short, for the lock holder's description."""
-    text = " ".join(["castillo", *sys.argv[1:]])
+    from castillo_core.api.redact import redact
+
+    text = redact(" ".join(["castillo", *sys.argv[1:]]))
     return text if len(text) <= 120 else text[:117] + "..."
