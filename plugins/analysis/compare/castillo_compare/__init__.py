@@ -1,0 +1,1 @@
+"""castillo-compare: how the response-length distributions of two castillo outputs differ."""
