@@ -78,7 +78,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "prompts_schema",
         "responses_schema",
     ),
-    "castillo_core.engine.store": ("Store", "atomic_write_bytes"),
+    "castillo_core.engine.store": ("Store", "atomic_write_bytes", "segment"),
     "castillo_core.engine.dataset": ("read_schema", "read_table", "redact", "summarize"),
     "castillo_core.engine.manifest": ("Manifest", "read_manifest"),
     "castillo_core.plugins.manager": ("get_plugins",),
@@ -120,6 +120,7 @@ __all__ = [
     "get_plugins", "has_chat_template", "high_variance_limit", "hookimpl", "length_stats", "load_spec",
     "missing_requirements", "model_name", "open_dataset", "parse_options", "prompt_id", "prompt_seed",
     "prompts_schema", "read_manifest", "read_schema", "read_table", "redact", "render_with_tokenizer",
-    "responses_schema", "run", "sample_id", "select_prompts", "summarize", "template_ids", "v1_length_flags",
+    "responses_schema", "run", "sample_id", "segment", "select_prompts", "summarize", "template_ids",
+    "v1_length_flags",
 ]
 # fmt: on

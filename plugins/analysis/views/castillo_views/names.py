@@ -5,7 +5,7 @@ Two rules, shared by the views, the report and the formats:
 - :func:`name_problem` says why a name cannot be a directory of its own (the partition
   directories ``<model>/<dataset>`` that the core's ``Store`` writes, a view's
   default ``OUT/views/<detector>``): empty, ``.`` or ``..``, a path separator, a control
-  character (NUL included) or longer than :data:`MAX_NAME_BYTES` once percent-encoded (the
+  character (NUL included) or too long once percent-encoded (the
   core's limit). Callers check every name before they write anything, so a hostile name is
   one line naming it and nothing half-written, whatever the core then does with it.
 - :func:`file_part` turns a name into a piece of a file name that is always safe: plain
@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from urllib.parse import quote
 
-MAX_NAME_BYTES = 200
-"""Longest name, percent-encoded as the core's partition directories are (``castillo_core.engine.store.segment``),
-in bytes: the same limit, so what passes here is never refused half-way by the store."""
+from castillo_core import StoreError, segment
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UNSAFE = re.compile(r"[^\w.+=@,~-]+")
@@ -43,9 +40,10 @@ def name_problem(value: object) -> str | None:
         return "it is a relative directory name"
     if "/" in value or "\\" in value:
         return "it holds a path separator ('/' or '\\'); model ids are stored with '--' for '/'"
-    encoded = len(quote(value, safe="-_.~+@,").encode()) + (2 if value[0] in "._" else 0)  # as the core's segment()
-    if encoded > MAX_NAME_BYTES:
-        return f"it is {len(value)} characters ({encoded} bytes encoded), more than {MAX_NAME_BYTES}"
+    try:
+        segment(value, "name")  # the core's own rule for directory names (encoding, length)
+    except StoreError:
+        return f"it is {len(value)} characters, too long to name a directory (castillo_core.segment)"
     return None
 
 

@@ -248,22 +248,23 @@ def _write_view(
             raise ViewError(f"{directory} exists and is not a castillo view; choose another --to")
         shutil.rmtree(directory)
     store = Store(directory)
-    store.open()
-    prompts, responses = tables.prompts, tables.responses
-    if prompts.num_rows:
-        by_key: dict[str, list[int]] = {}
-        for index, key in enumerate(_row_keys(responses) if responses.num_rows else []):
-            by_key.setdefault(key, []).append(index)
-        groups = pc.binary_join_element_wise(
-            prompts.column("model"), prompts.column("dataset"), prompts.column("config_hash"), "\x00"
-        )
-        for key in sorted(set(groups.to_pylist())):
-            model, dataset, config_hash = key.split("\x00")
-            rows = prompts.filter(pc.equal(groups, key))
-            indices = [i for k in _row_keys(rows) for i in by_key.get(k, [])]
-            part = responses.take(pa.array(indices, type=pa.int64()))
-            metadata = {"config_hash": config_hash, "view": name, "detector": detector, "source": str(source)}
-            store.write_part(model, dataset, config_hash, rows, part, metadata)
-    new = store.read_manifest()
-    new.view, new.detector, new.source, new.cells = name, detector, str(source), dict(manifest.cells)
-    store.write_manifest(new)
+    with store.lock():
+        store.open()
+        prompts, responses = tables.prompts, tables.responses
+        if prompts.num_rows:
+            by_key: dict[str, list[int]] = {}
+            for index, key in enumerate(_row_keys(responses) if responses.num_rows else []):
+                by_key.setdefault(key, []).append(index)
+            groups = pc.binary_join_element_wise(
+                prompts.column("model"), prompts.column("dataset"), prompts.column("config_hash"), "\x00"
+            )
+            for key in sorted(set(groups.to_pylist())):
+                model, dataset, config_hash = key.split("\x00")
+                rows = prompts.filter(pc.equal(groups, key))
+                indices = [i for k in _row_keys(rows) for i in by_key.get(k, [])]
+                part = responses.take(pa.array(indices, type=pa.int64()))
+                metadata = {"config_hash": config_hash, "view": name, "detector": detector, "source": str(source)}
+                store.write_part(model, dataset, config_hash, rows, part, metadata)
+        new = store.read_manifest()
+        new.view, new.detector, new.source, new.cells = name, detector, str(source), dict(manifest.cells)
+        store.write_manifest(new)

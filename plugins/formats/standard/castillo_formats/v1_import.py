@@ -261,53 +261,54 @@ def import_v1(path: str | Path, out: str | Path, cap: int = V1_MAX_NEW_TOKENS) -
         raise V1ImportError(f"--cap {cap}: the cap must be at least 2 tokens")
     files = [read_file(p) for p in find_files(path)]
     store = Store(out)
-    store.open()
-    manifest = store.read_manifest()
-    summary = ImportSummary(out=str(store.root), cells={})
-    empty_responses = responses_schema().empty_table()
-    for file in files:
-        summary.files += 1
-        for (model, dataset, sampling), indices in group_records(file):
-            config = import_config(model, dataset, file.split, sampling, cap)
-            cell_hash = config_hash(config)
-            done = store.finished(model, dataset).get(cell_hash, set())
-            todo = [i for i in indices if file.records[i]["prompt_id"] not in done]
-            seen: set[str] = set(done)
-            unique = []
-            for i in todo:  # a prompt listed twice in one file is imported once
-                pid = file.records[i]["prompt_id"]
-                if pid not in seen:
-                    seen.add(pid)
-                    unique.append(i)
-            summary.skipped += len(indices) - len(unique)
-            if unique:
-                records = [file.records[i] for i in unique]
-                table = prompts_table(records, file.split, cap, cell_hash, __version__, file.path, unique)
-                metadata = {
-                    "config_hash": cell_hash,
-                    "provenance": {
-                        "source": "castillo-v1",
-                        "file": file.path.name,
-                        "castillo_version": __version__,
-                        **config,
-                    },
-                }
-                store.write_part(model, dataset, cell_hash, table, empty_responses, metadata)
-                summary.written += len(unique)
-            entry = manifest.cell(cell_hash, model, dataset)
-            entry.model_id = model.replace("--", "/", 1)
-            entry.backend, entry.config, entry.status, entry.source = V1_BACKEND, config, "done", str(file.path)
-            entry.prompts_total = entry.prompts_done = len(seen)
-            summary.cells[cell_hash] = entry.model_dump(mode="json")
-    manifest.imports.append(
-        {
-            "source": "castillo-v1",
-            "path": str(path),
-            "files": summary.files,
-            "written": summary.written,
-            "skipped": summary.skipped,
-            "cap": cap,
-        }
-    )
-    store.write_manifest(manifest)
+    with store.lock():  # one writer per output, as `castillo run`
+        store.open()
+        manifest = store.read_manifest()
+        summary = ImportSummary(out=str(store.root), cells={})
+        empty_responses = responses_schema().empty_table()
+        for file in files:
+            summary.files += 1
+            for (model, dataset, sampling), indices in group_records(file):
+                config = import_config(model, dataset, file.split, sampling, cap)
+                cell_hash = config_hash(config)
+                done = store.finished(model, dataset).get(cell_hash, set())
+                todo = [i for i in indices if file.records[i]["prompt_id"] not in done]
+                seen: set[str] = set(done)
+                unique = []
+                for i in todo:  # a prompt listed twice in one file is imported once
+                    pid = file.records[i]["prompt_id"]
+                    if pid not in seen:
+                        seen.add(pid)
+                        unique.append(i)
+                summary.skipped += len(indices) - len(unique)
+                if unique:
+                    records = [file.records[i] for i in unique]
+                    table = prompts_table(records, file.split, cap, cell_hash, __version__, file.path, unique)
+                    metadata = {
+                        "config_hash": cell_hash,
+                        "provenance": {
+                            "source": "castillo-v1",
+                            "file": file.path.name,
+                            "castillo_version": __version__,
+                            **config,
+                        },
+                    }
+                    store.write_part(model, dataset, cell_hash, table, empty_responses, metadata)
+                    summary.written += len(unique)
+                entry = manifest.cell(cell_hash, model, dataset)
+                entry.model_id = model.replace("--", "/", 1)
+                entry.backend, entry.config, entry.status, entry.source = V1_BACKEND, config, "done", str(file.path)
+                entry.prompts_total = entry.prompts_done = len(seen)
+                summary.cells[cell_hash] = entry.model_dump(mode="json")
+        manifest.imports.append(
+            {
+                "source": "castillo-v1",
+                "path": str(path),
+                "files": summary.files,
+                "written": summary.written,
+                "skipped": summary.skipped,
+                "cap": cap,
+            }
+        )
+        store.write_manifest(manifest)
     return summary
