@@ -79,7 +79,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "responses_schema",
     ),
     "castillo_core.engine.store": ("Store", "atomic_write_bytes", "segment"),
-    "castillo_core.engine.dataset": ("read_schema", "read_table", "redact", "summarize"),
+    "castillo_core.engine.dataset": ("read_schema", "read_table", "summarize"),
     "castillo_core.engine.manifest": ("Manifest", "read_manifest"),
     "castillo_core.plugins.manager": ("get_plugins",),
     # the engine's public API, for executors and notebooks (see castillo_core.engine.engine)

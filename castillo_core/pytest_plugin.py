@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from castillo_core.api.errors import PluginError
 from castillo_core.plugins import Plugins, get_plugins
 
 
@@ -28,7 +29,10 @@ def castillo_plugin() -> Iterator[Callable[..., Plugins]]:
     def register(plugin: Any, name: str | None = None) -> Plugins:
         plugin_name: str = name or getattr(plugin, "__name__", None) or type(plugin).__name__
         installed = plugins.pm.is_registered(plugin)  # an installed plugin's module: used, never removed
-        record = plugins.register_plugin(plugin, plugin_name)
+        try:
+            record = plugins.register_plugin(plugin, plugin_name)
+        except PluginError as exc:  # the name is taken: nothing of the other plugin is touched
+            raise AssertionError(str(exc)) from None
         if not installed:
             names.append(record.name)
         if record.status == "failed":

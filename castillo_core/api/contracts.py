@@ -247,7 +247,8 @@ class Executor(Described, ABC):
 class View(Described, ABC):
     """A derived view of a dataset's rows (CASTILLO v1's ``degenerate`` and ``sanitized``, ...).
 
-    ``castillo_core.open_dataset(OUT).prompts(view=NAME, **options)`` and the exports use it.
+    ``castillo_core.open_dataset(OUT).prompts(view=NAME, **options)`` computes it; ``castillo list
+    views`` lists the installed ones.
     ``options`` are the view's own (a detector, a cap); validate them with ``parse_options``.
     """
 

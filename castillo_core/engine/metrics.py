@@ -67,22 +67,33 @@ def resolve(
         entries = [e for e in plugins.entries("metric") if e.available and e.cls.runs_by_default()]
     else:
         entries = [plugins.get("metric", name) for name in names]
-    chosen = {e.name: e for e in entries}
-    for name in options:
-        entry = plugins.get("metric", name)  # unknown names: "did you mean"
-        if entry.name not in chosen:
+    chosen = {id(e): e for e in entries}
+    by_name: dict[str, list[str]] = {}
+    for entry in chosen.values():
+        by_name.setdefault(entry.name, []).append(entry.distribution)
+    for name, distributions in by_name.items():
+        if len(distributions) > 1:  # their columns and records would collide in one dataset
+            picks = " or ".join(f"--metric {d}:{name}" for d in sorted(distributions))
             raise ConfigError(
-                f"-M {name}.*: metric {entry.name} is not part of this run; add --metric {entry.name} "
+                f"two metrics named {name!r} would run ({', '.join(sorted(distributions))}); pick one: {picks}"
+            )
+    given: dict[int, dict[str, Any]] = {}
+    for key, values in options.items():
+        entry = plugins.get("metric", key)  # unknown or ambiguous names: one line, with the way out
+        if id(entry) not in chosen:
+            raise ConfigError(
+                f"-M {key}.*: metric {entry.name} is not part of this run; add --metric {key} "
                 f"(it runs by default only when it needs no option)"
             )
+        given.setdefault(id(entry), {}).update(values)
     settings = []
     for entry in chosen.values():
-        given = dict(options.get(entry.name, options.get(entry.name.lower(), {})))
-        for alias in entry.aliases:
-            given.update(options.get(alias, {}))
         record = plugins.records.get(entry.plugin)
         version = entry.cls.version or (record.version if record else "?")
-        settings.append(MetricSetting(entry.name, entry.cls, entry.distribution, version, _options(entry.cls, given)))
+        options_given = given.get(id(entry), {})
+        settings.append(
+            MetricSetting(entry.name, entry.cls, entry.distribution, version, _options(entry.cls, options_given))
+        )
     return settings
 
 
@@ -138,10 +149,10 @@ def _check_column(value: Any, column: Column, expected: int, where: str) -> Any:
             raise MetricError(f"{where}: {_describe(array)}")
         return array.astype({"b": bool, "iu": np.int64, "fiu": np.float64}[kinds], copy=False)
     items = list(value)
-    if column.type == "string":
-        bad = next((v for v in items if not isinstance(v, str)), _OK)
+    if column.type == "string":  # None is a string column's "not computed" (stored as null)
+        bad = next((v for v in items if v is not None and not isinstance(v, str)), _OK)
         if bad is not _OK:
-            raise MetricError(f"{where}: holds {_kind(bad)}, expected text")
+            raise MetricError(f"{where}: holds {_kind(bad)}, expected text (or None)")
         return items
     inner = column.type[len("list<") : -1]
     for item in items:

@@ -22,6 +22,7 @@ from castillo_core.api.contracts import Backend, Corpus
 from castillo_core.api.errors import ConfigError
 from castillo_core.api.ids import model_name
 from castillo_core.api.records import CorpusSelection, GenerationConfig, ModelSpec
+from castillo_core.api.redact import redact_value
 from castillo_core.engine.prompts import resolve_source, source_digest
 from castillo_core.engine.schema import SCHEMA_VERSION
 from castillo_core.engine.store import segment
@@ -207,7 +208,8 @@ def _cell(
         "model": model_id,
         "revision": model_spec.revision,
         "dtype": model_spec.dtype,
-        "backend_options": backend_cls.hashed_options(model_spec.options),
+        # what changes the numbers, as it may be recorded (no secret enters a config or its hash)
+        "backend_options": redact_value(backend_cls.public_options(backend_cls.hashed_options(model_spec.options))),
         "corpus": {
             "name": corpus_cls.name,
             "dataset": corpus.dataset_name(),

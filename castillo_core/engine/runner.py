@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +62,7 @@ class CellRunner:
         self.stop = stop  # anything truthy once the run should stop (a StopFlag, a remote flag)
 
     def open(self, cell: Cell) -> OpenedModel:
-        """Open the cell's model once (the caller closes it); a missing library is a clean error."""
+        """Open the cell's model once (the caller closes it); a missing library or a failing load is one line."""
         backend_cls = cell.backend_cls
         missing = backend_cls.missing()
         if missing:
@@ -69,8 +70,9 @@ class CellRunner:
                 f"backend {backend_cls.name} needs {', '.join(missing)}, which is not installed; "
                 f"{backend_cls.install_hint or 'install the backend plugin with its extra'}"
             )
-        backend = backend_cls(cell.spec)
-        return OpenedModel(backend, backend.open())
+        with _named(f"backend {backend_cls.name} failed to open model {cell.model_id}"):
+            backend = backend_cls(cell.spec)
+            return OpenedModel(backend, backend.open())
 
     def run(
         self,
@@ -83,13 +85,10 @@ class CellRunner:
 
         ``on_start`` sees the result before generation starts (its provenance is set: a
         driver records it, so a crash leaves it behind); ``on_end`` sees the final result,
-        also when generation fails, after the finished prompts were flushed and before the
-        exception propagates.
+        also when anything fails (the backend's sampling, rendering or generation, a
+        metric), after the finished prompts were flushed and before the exception propagates.
         """
         cell, prompt_set = work.cell, work.prompt_set
-        gen = cell.generation
-        backend = opened.backend
-        settings = backend.sampling(gen)
         result = CellResult(
             cell.label,
             cell.config_hash,
@@ -98,14 +97,45 @@ class CellRunner:
             work.already,
             rejections=prompt_set.rejections,
             duplicates=prompt_set.duplicates,
-            provenance=provenance(opened.info, settings, cell),
         )
-        if on_start is not None:
-            on_start(result)
-        self.progress.start_cell(cell.label, len(prompt_set.prompts), work.already)
-        started = time.monotonic()
-        rendered = backend.render(work.remaining, gen.max_prompt_tokens)
-        requests = build_requests(work.remaining, rendered, gen, backend=cell.backend_cls.name)
+        writer: PartWriter | None = None
+        try:
+            settings, requests = self._prepare(opened, work, result)
+            if on_start is not None:
+                on_start(result)
+            self.progress.start_cell(cell.label, len(prompt_set.prompts), work.already)
+            started = time.monotonic()
+            writer = self._writer(cell, opened.info, settings, result)
+            self._generate(opened.backend, cell, requests, settings, writer)
+        except BaseException as exc:
+            if writer is not None:
+                writer.flush_quietly()
+            result.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            result.error = f"{type(exc).__name__}: {exc}"
+            result.backend_report = backend_report(opened.backend)
+            self.progress.end_cell(cell.label, result.status)
+            if on_end is not None:
+                on_end(result)
+            raise
+        result.seconds = time.monotonic() - started
+        result.status = "interrupted" if self.stop else "done"
+        result.backend_report = backend_report(opened.backend)
+        self.progress.end_cell(cell.label, result.status)
+        if on_end is not None:
+            on_end(result)
+        return result
+
+    def _prepare(
+        self, opened: OpenedModel, work: PendingCell, result: CellResult
+    ) -> tuple[SamplingSettings, list[GenerationRequest]]:
+        """The backend's sampling values and rendered requests of the remaining prompts (named on failure)."""
+        cell, gen, name = work.cell, work.cell.generation, work.cell.backend_cls.name
+        with _named(f"backend {name} failed to resolve its sampling settings for {cell.label}"):
+            settings = opened.backend.sampling(gen)
+        result.provenance = provenance(opened.info, settings, cell)
+        with _named(f"backend {name} failed to render the prompts of {cell.label}"):
+            rendered = opened.backend.render(work.remaining, gen.max_prompt_tokens)
+        requests = build_requests(work.remaining, rendered, gen, backend=name)
         result.truncated = sum(r.truncated for r in rendered)
         if result.truncated:
             self.progress.message(
@@ -113,25 +143,7 @@ class CellRunner:
                 f"{gen.max_prompt_tokens} tokens (flagged in prompt_truncated)",
                 "warning",
             )
-        writer = self._writer(cell, opened.info, settings, result)
-        try:
-            self._generate(backend, cell, requests, settings, writer)
-        except BaseException as exc:
-            writer.flush_quietly()
-            result.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            result.error = f"{type(exc).__name__}: {exc}"
-            result.backend_report = backend_report(backend)
-            self.progress.end_cell(cell.label, result.status)
-            if on_end is not None:
-                on_end(result)
-            raise
-        result.seconds = time.monotonic() - started
-        result.status = "interrupted" if self.stop else "done"
-        result.backend_report = backend_report(backend)
-        self.progress.end_cell(cell.label, result.status)
-        if on_end is not None:
-            on_end(result)
-        return result
+        return settings, requests
 
     def _writer(self, cell: Cell, info: ModelInfo, settings: SamplingSettings, result: CellResult) -> PartWriter:
         gen = cell.generation
@@ -206,6 +218,17 @@ class CellRunner:
                 )
         finally:
             _close(stream)
+
+
+@contextmanager
+def _named(what: str) -> Iterator[None]:
+    """A backend's own exception as one line saying what failed (user errors pass unchanged)."""
+    try:
+        yield
+    except CastilloError:
+        raise
+    except Exception as exc:
+        raise BackendCrashed(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 def validate_result(result: PromptResult, request: GenerationRequest, backend: str, max_new_tokens: int) -> None:

@@ -54,7 +54,10 @@ class PartWriter:
 
     def add(self, request: GenerationRequest, out: PromptResult) -> None:
         """Buffer one validated result; flush when the buffer is big or old enough."""
-        self.buffer.append(Finished(request, out.completions, out.gen_time, out.input_size))
+        completions = out.completions
+        if any(c.sample_index != i for i, c in enumerate(completions)):  # stored in sample order, always
+            completions = tuple(sorted(completions, key=lambda c: c.sample_index))
+        self.buffer.append(Finished(request, completions, out.gen_time, out.input_size))
         self.responses += len(out.completions)
         tokens = sum(c.output_tokens for c in out.completions)
         self.tokens += tokens

@@ -143,6 +143,12 @@ class Plugins(Registry):
             existing = self.pm.get_name(plugin)
             if existing in self.records:
                 return self.records[existing]
+        if name in self.records:
+            taken = self.records[name]
+            raise PluginError(
+                f"a plugin named {name!r} is registered already ({taken.distribution} {taken.version}); "
+                "register yours under another name"
+            )
         record = PluginRecord(name, distribution, "0", getattr(plugin, "__name__", type(plugin).__name__))
         self._add_plugin(plugin, record)
         return record
@@ -183,7 +189,11 @@ class Plugins(Registry):
         """pluggy's complaint, with the hook the author probably meant."""
         message = str(exc)
         hooks = [name for name in dir(hookspecs) if name.startswith(f"{ENTRY_POINT_GROUP}_")]
-        for word in message.replace("'", " ").replace(":", " ").split():
+        if "can not be found in the hookspec" in message or "hookimpl definition" in message:
+            hook = next((h for h in hooks if h in message), "the hook")
+            expected = "cli" if hook == "castillo_register_commands" else "register"
+            return f"{hook} takes one argument named {expected!r} ({message})"
+        for word in message.replace("'", " ").replace(":", " ").replace("(", " ").split():
             if word.startswith(f"{ENTRY_POINT_GROUP}_") and word not in hooks:
                 close = difflib.get_close_matches(word, hooks, n=1, cutoff=0.6)
                 hint = f"; did you mean {close[0]!r}?" if close else f"; castillo's hooks are {', '.join(hooks)}"
@@ -215,7 +225,7 @@ class Plugins(Registry):
     def register_commands(self, cli: Any) -> None:
         """Let each plugin add its CLI commands; a failing plugin is recorded, not fatal."""
         for record in list(self.records.values()):
-            if record.status not in {"loaded", "builtin"}:
+            if record.status not in {"loaded", "builtin", "partial"}:
                 continue
             before = set(getattr(cli, "commands", {}))
             try:
