@@ -7,7 +7,6 @@ the generated tokens are estimated from a reference dataset's mean lengths.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -109,6 +108,8 @@ def probe(engine: Any, prompts: int = 2, max_new_tokens: int = 64) -> float:
 
 
 def _human_seconds(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.2g} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
@@ -172,7 +173,7 @@ def show_plan(engine: Any, opts: dict[str, Any]) -> None:
     table = []
     for r in rows:
         if r.get("error"):
-            table.append([r["model"], r["dataset"], "-", "-", "-", str(r["max_new_tokens"]), "-", "-", "-"])
+            table.append([r["model"], r["dataset"], "-", "-", "-", f"{r['max_new_tokens']:,}", "-", "-", "-"])
             continue
         mean = f"{r['mean_length']:.0f}" if r.get("mean_length") is not None else "?"
         if "expected_tokens" in r:

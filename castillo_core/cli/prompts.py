@@ -19,6 +19,7 @@ import click
     "--json", "as_json", is_flag=True, help="One JSON object per prompt (id, dataset, split, category, text)."
 )
 @click.option("--strict", is_flag=True, help="Fail when any record is rejected.")
+@click.option("--full", is_flag=True, help="Whole prompt texts in the table (default: the first 200 characters).")
 def command(
     corpus: str,
     source: str | None,
@@ -28,8 +29,13 @@ def command(
     corpus_options: tuple[str, ...],
     as_json: bool,
     strict: bool,
+    full: bool,
 ) -> None:
-    """Print the prompts a run would send: id, dataset, split, category and text."""
+    """Print the prompts a run would send: id, dataset, split, category and text.
+
+    Texts are printed as they are (brackets, backslashes and all); the table shows the
+    first 200 characters of each unless --full; --json gives every field exactly.
+    """
     from castillo_core.api.records import CorpusSelection
     from castillo_core.cli import _parse_kv
     from castillo_core.engine.prompts import resolve_source, select_prompts
@@ -59,16 +65,11 @@ def command(
                 record["messages"] = list(p.messages)
             print(json.dumps(record, ensure_ascii=False))
     else:
-        from rich.console import Console
-        from rich.table import Table
+        from castillo_core.cli.tables import Column, console, print_table
 
-        table = Table(title=f"{corpus_cls.name}: {len(prompt_set.prompts)} prompts")
-        for column in ("prompt_id", "split", "category", "text"):
-            table.add_column(column, overflow="fold")
-        for p in prompt_set.prompts:
-            text = p.prompt_text if len(p.prompt_text) <= 200 else p.prompt_text[:200] + "..."
-            table.add_row(p.prompt_id, p.split, p.category, text)
-        Console().print(table)
+        columns = [Column("prompt_id"), Column("split"), Column("category", long=True), Column("text", long=True)]
+        rows = [[p.prompt_id, p.split, p.category or "-", _shown(p.prompt_text, full)] for p in prompt_set.prompts]
+        print_table(console(), columns, rows, title=f"{corpus_cls.name}: {len(prompt_set.prompts)} prompts")
     for r in prompt_set.rejections[:20]:
         click.echo(f"rejected: {r.source} record {r.index}: {r.reason}", err=True)
     if len(prompt_set.rejections) > 20:
@@ -79,3 +80,13 @@ def command(
             f"({sum(prompt_set.duplicates.values())} extra copies, merged)",
             err=True,
         )
+
+
+_SHOWN = 200
+
+
+def _shown(text: str, full: bool) -> str:
+    """The prompt text, or its first characters and how many more there are."""
+    if full or len(text) <= _SHOWN:
+        return text
+    return f"{text[:_SHOWN]}... (+{len(text) - _SHOWN:,} characters; --full or --json for all)"

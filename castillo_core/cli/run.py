@@ -6,6 +6,8 @@ Precedence, lowest first: a preset (``--preset``), a grid file (``--config``), f
 from __future__ import annotations
 
 import copy
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -135,10 +137,35 @@ def build_spec_dict(opts: dict[str, Any], base: dict[str, Any] | None = None) ->
 
 
 def execute(opts: dict[str, Any], argv: Sequence[str]) -> None:
+    """Run (or plan) the grid the options describe; with ``--log-json`` stderr gets JSON lines only."""
+    if not opts.get("log_json"):
+        _execute(opts, argv, None)
+        return
+    from castillo_core.engine.progress import JsonProgress, json_logging
+
+    progress = JsonProgress(every=_progress_seconds())
+    context = click.get_current_context(silent=True)
+    debug = bool(context and context.find_root().params.get("debug"))
+    with json_logging(progress):
+        try:
+            _execute(opts, argv, progress)
+        except CastilloError as exc:
+            if debug:
+                raise
+            hint = "; re-run the same command to resume" if exc.exit_code in {130, 143} else ""
+            progress.error(f"{exc}{hint}", exc.exit_code)
+            raise click.exceptions.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            progress.error("interrupted: re-run the same command to resume", 130)
+            raise click.exceptions.Exit(130) from None
+
+
+def _execute(opts: dict[str, Any], argv: Sequence[str], json_progress: Any) -> None:
     from castillo_core.api.errors import Interrupted
     from castillo_core.engine.engine import Engine
     from castillo_core.engine.plan import load_spec
-    from castillo_core.engine.progress import JsonProgress, PlainProgress, RichProgress
     from castillo_core.engine.signals import StopFlag, sigint_flushes
     from castillo_core.plugins import get_plugins
 
@@ -150,35 +177,56 @@ def execute(opts: dict[str, Any], argv: Sequence[str]) -> None:
 
         show_plan(Engine(spec, plugins), opts)
         return
-    if opts.get("log_json"):
-        progress: Any = JsonProgress()
-    elif opts.get("quiet"):
-        progress = PlainProgress()
-    else:
-        progress = RichProgress()
     stop = StopFlag()
     engine = Engine(
         spec,
         plugins,
-        progress=progress,
         flush_responses=opts.get("flush_every") or 20_000,
         stop=stop,
         argv=argv,
         executor=_executor(opts, spec.out),
     )
-    _announce_defaults(engine)
+    progress = _progress(opts, engine, json_progress)
+    engine.progress = progress
+    _announce_defaults(engine, progress)
     with progress, sigint_flushes(stop):
         summary = engine.run()
     if stop:
         interrupted = Interrupted(f"interrupted; finished prompts are stored in {spec.out}")
         interrupted.exit_code = stop.exit_code
         raise interrupted
-    _report(summary, quiet=bool(opts.get("quiet") or opts.get("log_json")))
+    _report(engine, summary, opts)
     if summary.failures:
         raise CastilloError(
             f"{len(summary.failures)} task(s) failed (listed above); finished prompts are stored in {spec.out}, "
             "re-run the same command to retry the rest"
         )
+
+
+def _progress(opts: dict[str, Any], engine: Any, json_progress: Any) -> Any:
+    """The display: JSON lines (--log-json), warnings only (--quiet), live (a terminal) or plain lines."""
+    from castillo_core.engine.live import RichProgress
+    from castillo_core.engine.progress import CellInfo, PlainProgress
+
+    cells = {c.label: CellInfo(c.generation.n, c.generation.max_new_tokens) for c in engine.cells}
+    if json_progress is not None:
+        json_progress.cells_info.update(cells)
+        return json_progress
+    if opts.get("quiet"):
+        return PlainProgress(cells=cells)
+    if sys.stderr.isatty():
+        return RichProgress(cells=cells)
+    return PlainProgress(show_info=True, every=_progress_seconds(), cells=cells)
+
+
+def _progress_seconds() -> float:
+    """Seconds between plain or JSON progress lines: $CASTILLO_PROGRESS_SECONDS, default 10."""
+    raw = os.environ.get("CASTILLO_PROGRESS_SECONDS", "")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return 10.0
+    return seconds if seconds > 0 else 10.0
 
 
 _CLUSTER_FLAGS = {"ray_address": "address", "shard_size": "shard_size", "max_retries": "max_retries"}
@@ -218,45 +266,58 @@ def _executor(opts: dict[str, Any], out: str) -> Any:
     return executor
 
 
-def _announce_defaults(engine: Any) -> None:
+def _announce_defaults(engine: Any, progress: Any) -> None:
     """Say which model runs when none was given, before anything starts."""
     seen = set()
     for cell in engine.cells:
         if cell.spec.model is None and cell.backend_cls.name not in seen:
             seen.add(cell.backend_cls.name)
-            click.echo(
-                f"backend {cell.backend_cls.name}: no --model given, using its default model {cell.model_id}", err=True
+            progress.message(
+                f"backend {cell.backend_cls.name}: no --model given, using its default model {cell.model_id}", "notice"
             )
 
 
-def _report(summary: Any, quiet: bool) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _report(engine: Any, summary: Any, opts: dict[str, Any]) -> None:
+    """The run's end: the length table of its cells (as ``castillo show`` prints it), on stdout.
 
-    console = Console()
-    if quiet:
+    ``--quiet`` and ``--log-json`` print one tab-separated line per cell instead; ``--json``
+    and ``--csv`` print the length table's rows.
+    """
+    from castillo_core.cli.info import SUMMARY_FIELDS, print_summary, summary_rows
+    from castillo_core.cli.tables import console, print_csv, print_json
+    from castillo_core.engine.progress import clock
+
+    keys = {c.label: (c.model, c.dataset) for c in engine.cells}
+    cells = {keys[c.label] for c in summary.cells if c.label in keys} or set(keys.values())
+    if opts.get("as_json") or opts.get("as_csv"):
+        rows = summary_rows(summary.out, cells)
+        if opts.get("as_json"):
+            print_json(rows)
+        else:
+            print_csv(SUMMARY_FIELDS, rows)
+        return
+    if opts.get("quiet") or opts.get("log_json"):
         for cell in summary.cells:
             print(f"{cell.label}\t{cell.status}\tprompts={cell.total}\tnew={cell.written}\ttokens={cell.tokens}")
         for failure in summary.failures:
             print(f"failed: {failure}")
         return
-    table = Table(title=f"castillo run -> {summary.out}")
-    for column in ("cell", "status", "prompts", "stored before", "new", "tokens", "tok/s", "rejected", "truncated"):
-        table.add_column(column, justify="left" if column in {"cell", "status"} else "right")
+    out = console()
+    new = sum(c.written for c in summary.cells)
+    tokens = sum(c.tokens for c in summary.cells)
+    seconds = sum(c.seconds for c in summary.cells)
+    line = f"{len(summary.cells)} cell(s), {new:,} new prompt(s), {tokens:,} generated tokens"
+    if seconds > 0 and tokens:
+        took = f"{seconds:.2f} s" if seconds < 60 else clock(seconds)
+        line += f" in {took} ({tokens / seconds:,.0f} tok/s)"
+    out.print(line, markup=False, highlight=False)
     for cell in summary.cells:
-        rate = f"{cell.tokens / cell.seconds:,.0f}" if cell.seconds > 0 else "-"
-        table.add_row(
-            cell.label,
-            cell.status,
-            str(cell.total),
-            str(cell.already_done),
-            str(cell.written),
-            f"{cell.tokens:,}",
-            rate,
-            str(len(cell.rejections)),
-            str(cell.truncated),
-        )
-    console.print(table)
+        notes = [f"{len(cell.rejections)} record(s) rejected"] if cell.rejections else []
+        notes += [f"{cell.truncated} prompt(s) truncated"] if cell.truncated else []
+        if notes:
+            out.print(f"{cell.label}: {', '.join(notes)}", style="yellow", markup=False, highlight=False)
+    print_summary(
+        summary_rows(summary.out, cells), f"castillo show {summary.out}", empty="nothing stored yet", console=out
+    )
     for failure in summary.failures:
-        console.print(f"failed: {failure}", style="red", markup=False, highlight=False)
-    console.print(f"see the lengths: castillo show {summary.out}")
+        out.print(f"failed: {failure}", style="red", markup=False, highlight=False)

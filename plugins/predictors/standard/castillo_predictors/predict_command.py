@@ -1,7 +1,11 @@
 """``castillo predict fit|eval DATASET``: train and score response-length predictors.
 
 The work lives in :mod:`castillo_predictors.evaluation`; this module parses options and prints
-one table (each metric beside the per-(model, dataset) mean baseline).
+one table (each metric beside the per-(model, dataset) mean baseline), or ``--json``/``--csv``.
+
+Tables follow castillo's terminal rule (docs/cli.md): they fit the terminal (numbers and
+predictor names are never cut; each scope is a heading line above its rows), and output
+that does not go to a terminal is printed at full width unless COLUMNS is set.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
             help="An option of one predictor, e.g. tfidf-ridge.alpha=3; repeatable.",
         ),
         click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+        click.option(
+            "--csv", "as_csv", is_flag=True, help="The results as CSV (eval: one row per scope and predictor)."
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -73,6 +80,7 @@ def fit(
     test_share: float,
     predictor_options: tuple[str, ...],
     as_json: bool,
+    as_csv: bool,
     out: str,
     all_rows: bool,
 ) -> None:
@@ -90,6 +98,21 @@ def fit(
     )
     if as_json:
         click.echo(json.dumps(summary, indent=2))
+        return
+    if as_csv:
+        _print_csv(
+            ["predictor", "target", "n_train", "trained_on", "out"],
+            [
+                {
+                    "predictor": p,
+                    "target": target,
+                    "n_train": summary["n_train"],
+                    "trained_on": summary["trained_on"],
+                    "out": out,
+                }
+                for p in summary["predictors"]
+            ],
+        )
         return
     for note in summary["notes"]:
         click.echo(note, err=True)
@@ -124,6 +147,7 @@ def eval_(
     test_share: float,
     predictor_options: tuple[str, ...],
     as_json: bool,
+    as_csv: bool,
     fitted: str | None,
     all_rows: bool,
     by: str,
@@ -159,6 +183,9 @@ def eval_(
     if as_json:
         click.echo(payload)
         return
+    if as_csv:
+        _print_csv(_EVAL_FIELDS, _eval_records(evaluation))
+        return
     _print_table(evaluation)
 
 
@@ -173,48 +200,78 @@ def _fmt(metric: str, value: float) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if metric in ("mae", "rmse"):
-        return f"{value:.1f}"
+        return f"{value:,.1f}"
     if metric in ("acc50", "acc100", "bucket_acc"):
         return f"{100 * value:.1f}%"
     return f"{value:.3f}"
 
 
+def _metrics() -> tuple[str, ...]:
+    from castillo_predictors.evaluation import METRICS
+
+    return tuple(METRICS)
+
+
+_EVAL_FIELDS = (
+    "scope",
+    "predictor",
+    "n",
+    "mae",
+    "rmse",
+    "r2",
+    "acc50",
+    "acc100",
+    "bucket_acc",
+    "tau",
+)
+
+
+def _eval_records(evaluation: Any) -> list[dict[str, Any]]:
+    """One record per scope and predictor, the baseline first in each scope (as the table shows them)."""
+    from castillo_predictors.evaluation import BASELINE
+
+    records = []
+    for scope in dict.fromkeys(r["scope"] for r in evaluation.results):
+        rows = [r for r in evaluation.results if r["scope"] == scope]
+        base = {"scope": scope, "predictor": BASELINE, "n": rows[0]["n"]}
+        records.append(base | {m: rows[0][f"{m}_baseline"] for m in _metrics()})
+        records += [
+            {"scope": scope, "predictor": r["predictor"], "n": r["n"]} | {m: r[m] for m in _metrics()} for r in rows
+        ]
+    return records
+
+
 def _print_table(evaluation: Any) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from castillo_predictors.evaluation import BASELINE, METRIC_LABELS
 
-    from castillo_predictors.evaluation import BASELINE, METRIC_LABELS, METRICS
-
-    console = Console()
+    console = _console()
     for note in evaluation.notes:
-        console.print(note, style="yellow", markup=False)
-    table = Table(
-        title=f"castillo predict eval {evaluation.dataset} --target {evaluation.target}",
-        caption="baseline: the per-(model, dataset) training mean; Acc-N: share within N tokens; "
+        console.print(note, style="yellow", markup=False, highlight=False)
+    best = evaluation.best()
+    headers = ["predictor", *(METRIC_LABELS[m] for m in _metrics())]
+    groups = []
+    for scope in dict.fromkeys(r["scope"] for r in evaluation.results):
+        rows = [r for r in evaluation.results if r["scope"] == scope]
+        cells = [[BASELINE, *(_fmt(m, rows[0][f"{m}_baseline"]) for m in _metrics())]]
+        styles: list[str | None] = ["dim"]
+        for row in rows:
+            cells.append([row["predictor"], *(_fmt(m, row[m]) for m in _metrics())])
+            styles.append("bold" if scope == "all" and row["predictor"] == best else None)
+        what = "all models and datasets" if scope == "all" else scope
+        groups.append((f"{what}: {rows[0]['n']:,} test rows", cells, styles))
+    print_groups(
+        console,
+        f"castillo predict eval {evaluation.dataset} --target {evaluation.target}",
+        headers,
+        groups,
+        "baseline: the per-(model, dataset) training mean; MAE, RMSE: tokens; Acc-N: share within N tokens; "
         "Bucket: share in the right length bucket; tau: Kendall's tau-b of predicted against true order",
     )
-    table.add_column("scope", overflow="fold")
-    table.add_column("predictor")
-    table.add_column("n", justify="right")
-    for metric in METRICS:
-        table.add_column(METRIC_LABELS[metric], justify="right")
-    scopes = list(dict.fromkeys(r["scope"] for r in evaluation.results))
-    for scope in scopes:
-        rows = [r for r in evaluation.results if r["scope"] == scope]
-        style = "bold" if scope == "all" else None
-        first = rows[0]
-        table.add_row(
-            scope, BASELINE, str(first["n"]), *(_fmt(m, first[f"{m}_baseline"]) for m in METRICS), style="dim"
-        )
-        for row in rows:
-            table.add_row("", row["predictor"], str(row["n"]), *(_fmt(m, row[m]) for m in METRICS), style=style)
-        if scope != scopes[-1]:
-            table.add_section()
-    console.print(table)
     console.print(
-        f"train rows {evaluation.n_train}, test rows {evaluation.n_test}; split {evaluation.split}", markup=False
+        f"train rows {evaluation.n_train}, test rows {evaluation.n_test}; split {evaluation.split}",
+        markup=False,
+        highlight=False,
     )
-    best = evaluation.best()
     if best is not None:
         row = evaluation.overall(best)
         key = "bucket_acc" if evaluation.target == "bucket" else "mae"
@@ -222,4 +279,99 @@ def _print_table(evaluation: Any) -> None:
             f"best: {best} ({METRIC_LABELS[key]} {_fmt(key, row[key])} against the baseline's "
             f"{_fmt(key, row[f'{key}_baseline'])})",
             markup=False,
+            highlight=False,
         )
+
+
+# -- terminal output (castillo's table rule; plugins use only castillo's public API) --------------
+
+
+def _console() -> Any:
+    """A rich Console for stdout: the terminal's width, COLUMNS, or no limit when piped."""
+    import os
+    import sys
+
+    from rich.console import Console
+
+    try:
+        terminal = sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    if terminal or os.environ.get("COLUMNS", "").strip().isdigit():
+        return Console()
+    return Console(width=100_000)
+
+
+def _print_csv(fields: Any, records: list[dict[str, Any]]) -> None:
+    """CSV with a header line on stdout; NaN and None as empty fields."""
+    import csv
+    import sys
+
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow(
+            {k: "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for k, v in record.items()}
+        )
+
+
+def print_groups(
+    console: Any,
+    title: str,
+    headers: list[str],
+    groups: list[tuple[str | None, list[list[str]], list[str | None]]],
+    caption: str | None = None,
+) -> None:
+    """Tables of one text column then numbers, one per group under a heading line, all aligned.
+
+    The header prints once; numbers never wrap. When the terminal is too narrow for the
+    names, the first column folds; narrower still, each row becomes ``name: HEADER value, ...``.
+    """
+    from rich import box
+    from rich.cells import cell_len
+    from rich.table import Table
+    from rich.text import Text
+
+    rows = [row for _, cells, _ in groups for row in cells]
+    widths = [max([cell_len(h), *(cell_len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    spare = console.width - sum(widths[1:]) - 3 * (len(widths) - 1)
+    if spare < 8:
+        console.print(Text(title, style="bold"))
+        for heading, cells, styles in groups:
+            if heading:
+                console.print(Text(heading, style="bold"))
+            for row, style in zip(cells, styles, strict=True):
+                pairs = ", ".join(f"{h} {v}" for h, v in zip(headers[1:], row[1:], strict=True))
+                console.print(Text(f"  {row[0]}: {pairs}", style=style or ""))
+    else:
+        widths[0] = min(widths[0], spare)
+
+        def table(header: bool, table_title: str | None) -> Any:
+            t = Table(
+                title=Text(table_title) if table_title else None,
+                box=box.SIMPLE_HEAD,
+                show_edge=False,
+                pad_edge=False,
+                show_header=header,
+                header_style="bold",
+            )
+            for i, h in enumerate(headers):
+                t.add_column(
+                    h,
+                    width=widths[i],
+                    justify="left" if i == 0 else "right",
+                    no_wrap=i > 0,
+                    overflow="fold",
+                )
+            return t
+
+        console.print(table(True, title))
+        for heading, cells, styles in groups:
+            if heading:
+                console.print(Text(heading, style="bold"))
+            t = table(False, None)
+            for row, style in zip(cells, styles, strict=True):
+                t.add_row(*(Text(c) for c in row), style=style)
+            console.print(t)
+    if caption:
+        console.print(Text(caption, style="dim"))

@@ -43,6 +43,7 @@ import click
     help="An option of one predictor, e.g. tfidf-ridge.alpha=3; repeatable.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--csv", "as_csv", is_flag=True, help="One CSV row per policy, numbers unrounded.")
 def command(
     dataset: str,
     predictors: tuple[str, ...],
@@ -57,6 +58,7 @@ def command(
     fitted: str | None,
     predictor_options: tuple[str, ...],
     as_json: bool,
+    as_csv: bool,
 ) -> None:
     """Simulate one serving queue fed with DATASET's held-out prompts and their true lengths."""
     from castillo_predictors.evaluation import parse_predictor_options
@@ -76,32 +78,40 @@ def command(
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from castillo_predictors.predict_command import _console, _print_csv, print_groups
 
-    console = Console()
+    if as_csv:
+        records = [{"policy": name, **r} for name, r in result.policies.items()]
+        fields = ["policy", *dict.fromkeys(k for r in result.policies.values() for k in r)]
+        _print_csv(fields, records)
+        return
+    console = _console()
     for note in result.notes:
-        console.print(note, style="yellow", markup=False)
-    table = Table(
-        title=f"castillo simulate {dataset}",
-        caption="JCT: job completion time (s); recovered: share of the oracle's mean-JCT gain over FCFS",
-    )
-    for name in ("policy", "mean JCT", "p50 JCT", "p99 JCT", "jobs/s", "tokens/s", "vs FCFS", "recovered"):
-        table.add_column(name, justify="left" if name == "policy" else "right")
-    for name, r in result.policies.items():
-        table.add_row(
+        console.print(note, style="yellow", markup=False, highlight=False)
+    rows = [
+        [
             name,
             f"{r['mean_jct']:.2f}",
             f"{r['p50_jct']:.2f}",
             f"{r['p99_jct']:.2f}",
             f"{r['throughput_jobs']:.3f}",
-            f"{r['throughput_tokens']:.0f}",
+            f"{r['throughput_tokens']:,.0f}",
             f"{-100 * r['gain_vs_fcfs']:+.1f}%",
             "-" if math.isnan(r["recovered"]) else f"{100 * r['recovered']:.0f}%",
-        )
-    console.print(table)
+        ]
+        for name, r in result.policies.items()
+    ]
+    print_groups(
+        console,
+        f"castillo simulate {dataset}",
+        ["policy", "mean", "p50", "p99", "jobs/s", "tok/s", "vs FCFS", "recovered"],
+        [(None, rows, [None] * len(rows))],
+        "mean, p50, p99: job completion time (JCT, s); spf:NAME: shortest predicted first; "
+        "recovered: share of the oracle's mean-JCT gain over FCFS",
+    )
     console.print(
         f"{result.n_jobs} jobs, {result.slots} slots x {result.tokens_per_second:g} tokens/s, arrival rate "
         f"{result.arrival_rate:.4g} jobs/s (offered load {result.offered_load:.2f}), seed {result.seed}",
         markup=False,
+        highlight=False,
     )
