@@ -181,7 +181,12 @@ def cli(debug: bool) -> None:
     help="Use the model's own generation config with sampling on (CASTILLO v1's setting); "
     "sampling flags given beside it still override.",
 )
-@click.option("--metric", "metrics", multiple=True, help="Metric to apply (default: every installed one).")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="Metric to apply; repeatable (default: the installed metrics that run by default; castillo list metrics).",
+)
 @click.option("--no-metrics", is_flag=True, help="Apply no metric plugins.")
 @click.option(
     "-M",
