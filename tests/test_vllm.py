@@ -26,6 +26,7 @@ import pytest
 from castillo_core import BackendError, GenerationConfig, GenerationRequest, ModelSpec, prompt_seed
 from castillo_core.testing import TinyCorpus
 from tests.fixtures.tiny_vllm import FIXTURE_VERSION, build_tiny_llama, convert_smollm2, smollm2_gguf
+
 # vLLM keeps process-wide state (its parallel groups): every command runs in a fresh interpreter, as users run it
 from tests.helpers import castillo_process as castillo
 
