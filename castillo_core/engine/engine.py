@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from castillo_core.api.contracts import Executor
-from castillo_core.api.errors import ConfigChangedError, CorpusError, Interrupted
+from castillo_core.api.errors import BackendUnavailableError, ConfigChangedError, CorpusError, Interrupted
 from castillo_core.api.metric import Metric
 from castillo_core.api.redact import redact, redact_value
 from castillo_core.engine.manifest import Manifest, RunRecord, now
@@ -125,6 +125,13 @@ class Engine:
 
         The whole run holds the output's writer lock: a second writer is refused at once.
         """
+        for cell in self.cells:  # a library that is not installed is said before the output is touched
+            missing = cell.backend_cls.missing()
+            if missing:
+                raise BackendUnavailableError(
+                    f"backend {cell.backend_cls.name} needs {', '.join(missing)}, which is not installed; "
+                    f"{cell.backend_cls.install_hint or 'install the backend plugin with its extra'}"
+                )
         with self.store.lock():
             return self._run_locked()
 
