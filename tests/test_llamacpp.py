@@ -98,7 +98,7 @@ def test_listing_imports_no_llama_cpp_and_shows_the_alias() -> None:
     assert "smollm2-135m" in listing and "llamacpp" in listing
 
 
-def test_without_llama_cpp_the_backend_is_listed_unavailable_with_an_install_hint() -> None:
+def test_without_llama_cpp_the_backend_is_listed_unavailable_with_an_install_hint(tmp_path: Path) -> None:
     # sys.modules[name] = None makes find_spec report the library as missing.
     code = (
         "import sys, json\n"
@@ -110,11 +110,13 @@ def test_without_llama_cpp_the_backend_is_listed_unavailable_with_an_install_hin
         "            '--out', sys.argv[1]]\n"
         "main()\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, os.devnull + "-out"], capture_output=True, text=True)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True)
     row = json.loads(proc.stdout.splitlines()[0])
     assert row["available"] is False and row["missing"] == ["llama_cpp"]
     assert "pip install llama-cpp-python" in row["install"]
     assert proc.returncode == 2 and "pip install llama-cpp-python" in proc.stderr
+    assert not out.exists(), "nothing is written before the missing library is said"
 
 
 def test_model_resolution_alias_path_and_hub(tmp_path: Path) -> None:
