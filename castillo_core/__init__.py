@@ -54,7 +54,15 @@ from castillo_core.api.records import (
     SamplingSettings,
 )
 from castillo_core.api.redact import redact
-from castillo_core.api.rendering import encode_prompt, has_chat_template, render_with_tokenizer, template_ids
+from castillo_core.api.rendering import (
+    clean_up_spaces,
+    cut_with_tokenizer,
+    encode_prompt,
+    has_chat_template,
+    render_with_tokenizer,
+    template_ids,
+    v1_output_tokens,
+)
 from castillo_core.api.requests import build_requests
 from castillo_core.api.v1 import (
     DEGENERATION_TEXT,
@@ -116,11 +124,12 @@ __all__ = [
     "PluginError", "Predictor", "Preset", "Progress", "Prompt", "PromptResult", "PromptSet", "Rejection",
     "Rendered", "ResponseBatch", "RunSpec", "RunSummary", "RunnerSettings", "SamplingSettings", "StopFlag",
     "Store", "StoreError", "UnknownNameError", "View", "__version__", "atomic_write_bytes", "build_requests",
-    "config_hash", "declared_columns", "detectors", "encode_prompt", "flag_column", "flag_count_column",
+    "clean_up_spaces", "config_hash", "cut_with_tokenizer", "declared_columns", "detectors", "encode_prompt",
+    "flag_column", "flag_count_column",
     "get_plugins", "has_chat_template", "high_variance_limit", "hookimpl", "length_stats", "load_spec",
     "missing_requirements", "model_name", "open_dataset", "parse_options", "prompt_id", "prompt_seed",
     "prompts_schema", "read_manifest", "read_schema", "read_table", "redact", "render_with_tokenizer",
     "responses_schema", "run", "sample_id", "segment", "select_prompts", "summarize", "template_ids",
-    "v1_length_flags",
+    "v1_length_flags", "v1_output_tokens",
 ]
 # fmt: on

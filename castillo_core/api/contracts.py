@@ -61,6 +61,8 @@ class Backend(Described, ABC):
 
     aliases: ClassVar[tuple[str, ...]] = ()
     default_model: ClassVar[str | None] = None
+    counting_modes: ClassVar[tuple[str, ...]] = ("exact",)
+    """The ``GenerationConfig.counting`` modes ``generate`` implements (``"v1"``: see :func:`v1_output_tokens`)."""
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -109,6 +111,21 @@ class Backend(Described, ABC):
     @abstractmethod
     def render(self, prompts: Sequence[Prompt], max_prompt_tokens: int) -> list[Rendered]:
         """Apply the chat template once, count prompt tokens, truncate and flag long ones."""
+
+    def cut_prompts(self, texts: Sequence[str], max_tokens: int) -> list[str | None]:
+        """CASTILLO v1's truncation (``--truncation v1``): each raw text cut to ``max_tokens`` ids, or None.
+
+        Called on the opened model before ``render``, with the raw prompt texts. A text
+        whose ids (the tokenizer's own special tokens included) exceed ``max_tokens``
+        becomes the decoding of its first ``max_tokens`` ids; one that fits is ``None``.
+        Backends with a Hugging Face-style tokenizer use :func:`cut_with_tokenizer`. The
+        default refuses: a backend that cannot tokenize (an HTTP server) cannot cut as v1 did.
+        """
+        raise ConfigError(
+            f"backend {self.name} cannot cut prompts with the model's tokenizer, which --truncation v1 needs; "
+            "use --truncation template (castillo's own truncation) or a backend that tokenizes "
+            "(transformers, vllm, llamacpp)"
+        )
 
     @abstractmethod
     def generate(

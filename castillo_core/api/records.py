@@ -71,6 +71,16 @@ class GenerationConfig(_Record):
     as CASTILLO v1 did; explicit values given beside it override the model's.
     ``None`` for a sampling parameter means "not set" (the backend's neutral value, or
     the model's default under ``model_defaults``).
+
+    ``truncation`` says how a prompt longer than ``max_prompt_tokens`` is cut: ``template``
+    (castillo's default) renders the chat template and cuts the last message so the
+    templated prompt fits; ``v1`` cuts the *raw* prompt text to ``max_prompt_tokens`` ids of
+    the model's tokenizer first, as CASTILLO v1 did (the cut text and its id are stored,
+    the templated prompt may then run a few dozen tokens past the cap).
+    ``counting`` says how ``output_tokens`` counts: ``exact`` (generated ids up to and
+    including the first stop token) or ``v1`` (one more when the model stopped on an end id
+    other than the tokenizer's ``eos_token``, as v1's pad-based count did). Both default
+    to castillo's own rule and enter a cell's config hash only when set otherwise.
     """
 
     n: int = Field(10, ge=1, le=10_000)
@@ -83,6 +93,8 @@ class GenerationConfig(_Record):
     max_prompt_tokens: int = Field(2500, ge=1)
     seed: int = Field(0, ge=0)
     model_defaults: bool = False
+    truncation: Literal["template", "v1"] = "template"
+    counting: Literal["exact", "v1"] = "exact"
 
     @model_validator(mode="after")
     def _default_sampling(self) -> GenerationConfig:

@@ -166,6 +166,22 @@ def cli(debug: bool) -> None:
     "--max-prompt-tokens", type=int, cls=_Option, show_default="2500", help="Longer prompts are truncated and flagged."
 )
 @click.option(
+    "--truncation",
+    type=click.Choice(["template", "v1"]),
+    cls=_Option,
+    show_default="template",
+    help="How prompts over --max-prompt-tokens are cut: template (the templated prompt, cutting the question "
+    "from its end) or v1 (the raw text to the cap in the model's tokenizer, then templated; CASTILLO v1's).",
+)
+@click.option(
+    "--counting",
+    type=click.Choice(["exact", "v1"]),
+    cls=_Option,
+    show_default="exact",
+    help="exact: generated ids up to and including the stop token; v1: one more when the model stops on an "
+    "end id other than its tokenizer's eos_token, as CASTILLO v1 counted.",
+)
+@click.option(
     "--seed",
     type=int,
     cls=_Option,

@@ -52,6 +52,7 @@ def plan_rows(engine: Any, estimates: dict[tuple[str, str], float], tokens_per_s
             "backend": cell.backend_cls.name,
             "n": gen.n,
             "max_new_tokens": gen.max_new_tokens,
+            **cell_settings(cell),
             "config_hash": cell.config_hash,
         }
         try:
@@ -82,6 +83,78 @@ def plan_rows(engine: Any, estimates: dict[tuple[str, str], float], tokens_per_s
             row["max_seconds"] = row["max_tokens"] / tokens_per_second
         rows.append(row)
     return rows
+
+
+SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+MODEL_DEFAULT = "model"  # a value the backend reads from the model's generation config when it opens it
+
+
+def cell_settings(cell: Any) -> dict[str, Any]:
+    """What a cell decodes with, as far as it is known before the model loads.
+
+    Sampling values set for the run or pinned by the model entry (a preset's recorded
+    values) are shown as numbers; under ``model_defaults`` an unset one is ``"model"`` (read
+    from the model's generation config at load time), otherwise the backend's neutral value.
+    ``truncation_supported``/``counting_supported`` say whether the cell's backend implements
+    the cell's truncation and counting modes (a run would stop on the first cell that does not).
+    """
+    from castillo_core.api.contracts import Backend
+    from castillo_core.api.records import SamplingSettings
+
+    gen = cell.generation
+    neutral = SamplingSettings.from_config(gen)
+    values: dict[str, Any] = {}
+    for key in SAMPLING:
+        value = getattr(gen, key)
+        values[key] = value if value is not None else (MODEL_DEFAULT if gen.model_defaults else getattr(neutral, key))
+    backend = cell.backend_cls
+    return {
+        **values,
+        "model_defaults": gen.model_defaults,
+        "dtype": cell.spec.dtype or "auto",
+        "revision": cell.spec.revision,
+        "seed": gen.seed,
+        "max_prompt_tokens": gen.max_prompt_tokens,
+        "truncation": gen.truncation,
+        "truncation_supported": gen.truncation != "v1" or backend.cut_prompts is not Backend.cut_prompts,
+        "counting": gen.counting,
+        "counting_supported": gen.counting in backend.counting_modes,
+    }
+
+
+def _settings_line(row: dict[str, Any]) -> str:
+    """One cell's decoding settings in a line (the same for every cell of a group)."""
+
+    def shown(value: Any) -> str:
+        return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+    sampling = ", ".join(f"{k} {shown(row[k])}" for k in SAMPLING)
+    truncation = row["truncation"] + ("" if row["truncation_supported"] else f" (not by {row['backend']})")
+    counting = row["counting"] + ("" if row["counting_supported"] else f" (not by {row['backend']})")
+    return (
+        f"{sampling}; dtype {row['dtype']}, n {row['n']}, max_new_tokens {shown(row['max_new_tokens'])}, "
+        f"max_prompt_tokens {shown(row['max_prompt_tokens'])}, truncation {truncation}, counting {counting}, "
+        f"seed {row['seed']}"
+    )
+
+
+def _settings_groups(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(_settings_line(row), []).append(row)
+    return list(groups.items())
+
+
+def _cells_of(rows: list[dict[str, Any]]) -> str:
+    """The cells of a settings group, compactly: models x datasets when they form a grid."""
+    by_model: dict[str, list[str]] = {}
+    for r in rows:
+        by_model.setdefault(r["model"], []).append(r["dataset"])
+    grids: dict[tuple[str, ...], list[str]] = {}
+    for model, datasets in by_model.items():
+        grids.setdefault(tuple(datasets), []).append(model)
+    parts = [f"{', '.join(models)} x {', '.join(datasets)}" for datasets, models in grids.items()]
+    return f"{'; '.join(parts)} ({len(rows)} cell{'s' if len(rows) != 1 else ''})"
 
 
 def probe(engine: Any, prompts: int = 2, max_new_tokens: int = 64) -> float:
@@ -123,6 +196,16 @@ PLAN_FIELDS = (
     "backend",
     "n",
     "max_new_tokens",
+    *SAMPLING,
+    "model_defaults",
+    "dtype",
+    "revision",
+    "seed",
+    "max_prompt_tokens",
+    "truncation",
+    "truncation_supported",
+    "counting",
+    "counting_supported",
     "prompts",
     "done",
     "remaining",
@@ -201,6 +284,10 @@ def show_plan(engine: Any, opts: dict[str, Any]) -> None:
     for r in rows:
         if r.get("error"):
             errors.setdefault((r["dataset"], r["error"]), []).append(r["model"])
+    out.print("decoding settings (values marked 'model' come from the model's generation config):", highlight=False)
+    for line, group in _settings_groups(rows):
+        out.print(f"  {line}", markup=False, highlight=False)
+        out.print(f"    {_cells_of(group)}", markup=False, highlight=False, style="dim")
     for (dataset, error), models in errors.items():
         who = models[0] if len(models) == 1 else f"{len(models)} models"
         out.print(f"{dataset} ({who}): not runnable: {error}", style="yellow", markup=False, highlight=False)

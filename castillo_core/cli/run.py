@@ -27,6 +27,8 @@ _GENERATION_FLAGS = (
     "max_prompt_tokens",
     "seed",
     "model_defaults",
+    "truncation",
+    "counting",
 )
 
 

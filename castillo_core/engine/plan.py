@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from castillo_core.api.contracts import Backend, Corpus
 from castillo_core.api.errors import ConfigError
@@ -44,9 +44,27 @@ class ModelEntry(BaseModel):
     revision: str | None = None
     dtype: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    # The model's default sampling values, pinned: under model_defaults they stand in for what
+    # the backend would read from the model's generation config at load time (values set for
+    # the run, by flags or a [generation] table, still override them). Per corpus (by corpus
+    # or dataset name), values over those.
+    sampling_defaults: dict[str, float | int] = Field(default_factory=dict)
+    sampling_defaults_by_corpus: dict[str, dict[str, float | int]] = Field(default_factory=dict)
 
     def spec(self) -> ModelSpec:
-        return ModelSpec(**self.model_dump())
+        return ModelSpec(**self.model_dump(exclude={"sampling_defaults", "sampling_defaults_by_corpus"}))
+
+    @model_validator(mode="after")
+    def _known_sampling_keys(self) -> ModelEntry:
+        for table in (self.sampling_defaults, *self.sampling_defaults_by_corpus.values()):
+            unknown = sorted(set(table) - set(SAMPLING_KEYS))
+            if unknown:
+                raise ValueError(f"sampling_defaults: unknown key(s) {unknown}; expected some of {list(SAMPLING_KEYS)}")
+        return self
+
+
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+"""The generation settings a model's own generation config supplies under ``model_defaults``."""
 
 
 class CorpusEntry(BaseModel):
@@ -168,7 +186,7 @@ def expand(spec: RunSpec, plugins: Plugins) -> list[Cell]:
         model_spec = model_entry.spec().model_copy(update={"backend": backend_cls.name})
         model_id = backend_cls.model_id(model_spec)
         for corpus_entry in spec.corpora:
-            cells.append(_cell(spec, plugins, backend_cls, model_spec, model_id, corpus_entry))
+            cells.append(_cell(spec, plugins, backend_cls, model_spec, model_id, corpus_entry, model_entry))
     seen: dict[tuple[str, str], Cell] = {}
     for cell in cells:
         segment(cell.model, "model")
@@ -190,6 +208,7 @@ def _cell(
     model_spec: ModelSpec,
     model_id: str,
     corpus_entry: CorpusEntry,
+    model_entry: ModelEntry | None = None,
 ) -> Cell:
     corpus_cls = plugins.corpus(corpus_entry.name)
     selection = CorpusSelection(
@@ -202,6 +221,7 @@ def _cell(
         strict=spec.strict,
     )
     corpus = corpus_cls(selection)
+    generation = cell_generation(spec.generation, model_entry, corpus_cls.name, corpus.dataset_name())
     config = {
         "schema": SCHEMA_VERSION.split(".")[0],
         "backend": backend_cls.name,
@@ -221,12 +241,12 @@ def _cell(
             "options": selection.options,
             "version": corpus.version(),
         },
-        "generation": spec.generation.model_dump(),
+        "generation": hashed_generation(generation),
     }
     return Cell(
         spec=model_spec,
         selection=selection,
-        generation=spec.generation,
+        generation=generation,
         backend_cls=backend_cls,
         corpus_cls=corpus_cls,
         model_id=model_id,
@@ -234,6 +254,44 @@ def _cell(
         config=config,
         config_hash=config_hash(config),
     )
+
+
+def cell_generation(
+    generation: GenerationConfig, entry: ModelEntry | None, corpus: str, dataset: str
+) -> GenerationConfig:
+    """A cell's generation config: the run's, with the model entry's pinned sampling defaults where it sets none.
+
+    Pinned defaults apply under ``model_defaults`` only (they stand in for the model's own
+    generation config); a value the run sets explicitly wins, as it wins over a model's own.
+    """
+    if entry is None or not generation.model_defaults:
+        return generation
+    pinned = dict(entry.sampling_defaults)
+    for key in (corpus, dataset):
+        pinned.update(entry.sampling_defaults_by_corpus.get(key, {}))
+    update = {k: v for k, v in pinned.items() if getattr(generation, k) is None}
+    if not update:
+        return generation
+    try:
+        return GenerationConfig.model_validate({**generation.model_dump(), **update})
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, f"model {entry.model} x {dataset}: sampling_defaults")) from None
+
+
+_HASHED_ONLY_WHEN_SET = {"truncation": "template", "counting": "exact"}
+
+
+def hashed_generation(generation: GenerationConfig) -> dict[str, Any]:
+    """The generation settings in a cell's config: every field, less those at a default that predates them.
+
+    ``truncation`` and ``counting`` enter the config only when set otherwise, so the cells
+    of outputs written before they existed keep their config hash.
+    """
+    data = generation.model_dump()
+    for key, default in _HASHED_ONLY_WHEN_SET.items():
+        if data.get(key) == default:
+            del data[key]
+    return data
 
 
 def describe_difference(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

@@ -18,6 +18,7 @@ from castillo_core.api.columns import Column
 from castillo_core.api.ids import sample_id
 from castillo_core.api.metric import Metric, ResponseBatch
 from castillo_core.api.records import Completion, GenerationRequest, SamplingSettings
+from castillo_core.api.rendering import SOURCE_PROMPT_ID
 from castillo_core.engine.metrics import MetricSetting, score_all
 from castillo_core.engine.schema import PERCENTILES_TYPE, prompts_schema, responses_schema
 from castillo_core.engine.stats import length_stats
@@ -155,6 +156,7 @@ def _prompt_columns(flat: _Flat, ctx: CellContext, sample_ids: list[str]) -> dic
         "max_new_tokens": const(ctx.max_new_tokens, n),
         "max_prompt_tokens": const(ctx.max_prompt_tokens, n),
         "prompt_truncated": [f.request.rendered.truncated for f in finished],
+        "source_prompt_id": [p.metadata.get(SOURCE_PROMPT_ID) for p in prompts],
         "seed": [f.request.seed for f in finished],
         "finish_reasons": pa.ListArray.from_arrays(lists, pa.array(flat.reasons, type=pa.string())),
         "n_length_capped": np.add.reduceat(capped, starts) if n else np.empty(0, dtype=np.int64),

@@ -17,8 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from castillo_core.api.contracts import Backend, ModelInfo
-from castillo_core.api.errors import BackendCrashed, BackendError, BackendUnavailableError, CastilloError
-from castillo_core.api.records import GenerationRequest, PromptResult, SamplingSettings
+from castillo_core.api.errors import (
+    BackendCrashed,
+    BackendError,
+    BackendUnavailableError,
+    CastilloError,
+    ConfigError,
+)
+from castillo_core.api.records import GenerationRequest, Prompt, PromptResult, SamplingSettings
+from castillo_core.api.rendering import SOURCE_PROMPT_ID, v1_cut_prompt
 from castillo_core.api.requests import build_requests
 from castillo_core.engine.metrics import MetricSetting
 from castillo_core.engine.plan import Cell
@@ -29,6 +36,8 @@ from castillo_core.engine.work import CellResult, PendingCell
 from castillo_core.engine.writer import PartWriter
 
 log = logging.getLogger(__name__)
+
+_UNCAPPED = 2**31 - 1  # --truncation v1 renders the cut text whole: v1 never cut the templated prompt
 
 
 @dataclass
@@ -128,22 +137,74 @@ class CellRunner:
     def _prepare(
         self, opened: OpenedModel, work: PendingCell, result: CellResult
     ) -> tuple[SamplingSettings, list[GenerationRequest]]:
-        """The backend's sampling values and rendered requests of the remaining prompts (named on failure)."""
+        """The backend's sampling values and rendered requests of the remaining prompts (named on failure).
+
+        Under ``truncation="v1"`` the raw texts are cut first (:meth:`_cut_v1`) and rendered
+        without a cap, as CASTILLO v1 did; otherwise the backend cuts the templated prompt.
+        """
         cell, gen, name = work.cell, work.cell.generation, work.cell.backend_cls.name
+        if gen.counting not in opened.backend.counting_modes:
+            raise ConfigError(
+                f"backend {name} cannot count output tokens as --counting {gen.counting} asks (it counts: "
+                f"{', '.join(opened.backend.counting_modes)}); use --counting exact"
+            )
         with _named(f"backend {name} failed to resolve its sampling settings for {cell.label}"):
             settings = opened.backend.sampling(gen)
         result.provenance = provenance(opened.info, settings, cell)
+        prompts, cap = work.remaining, gen.max_prompt_tokens
+        if gen.truncation == "v1":
+            prompts, cap = self._cut_v1(opened.backend, cell, prompts), _UNCAPPED
         with _named(f"backend {name} failed to render the prompts of {cell.label}"):
-            rendered = opened.backend.render(work.remaining, gen.max_prompt_tokens)
-        requests = build_requests(work.remaining, rendered, gen, backend=name)
+            rendered = opened.backend.render(prompts, cap)
+        if gen.truncation == "v1":
+            rendered = [
+                r.model_copy(update={"truncated": True}) if SOURCE_PROMPT_ID in p.metadata else r
+                for p, r in zip(prompts, rendered, strict=True)
+            ]
+        requests = build_requests(prompts, rendered, gen, backend=name)
         result.truncated = sum(r.truncated for r in rendered)
         if result.truncated:
+            how = (
+                "raw text cut to the first {cap} tokens of the model's tokenizer, as CASTILLO v1 did "
+                "(flagged in prompt_truncated, the uncut prompt's id in source_prompt_id)"
+                if gen.truncation == "v1"
+                else "truncated to {cap} tokens (flagged in prompt_truncated)"
+            )
             self.progress.message(
-                f"{cell.label}: {result.truncated} prompt(s) truncated to "
-                f"{gen.max_prompt_tokens} tokens (flagged in prompt_truncated)",
-                "warning",
+                f"{cell.label}: {result.truncated} prompt(s) {how.format(cap=gen.max_prompt_tokens)}", "warning"
             )
         return settings, requests
+
+    def _cut_v1(self, backend: Backend, cell: Cell, prompts: list[Prompt]) -> list[Prompt]:
+        """CASTILLO v1's cut: raw texts over the cap become their cut text, with v1's id over it.
+
+        A cut prompt whose new id is stored already (or repeats within the cell: two texts
+        that share their first ``max_prompt_tokens`` tokens) is not generated again.
+        """
+        cap, name = cell.generation.max_prompt_tokens, cell.backend_cls.name
+        with _named(f"backend {name} failed to cut the prompts of {cell.label} (--truncation v1)"):
+            cuts = backend.cut_prompts([p.prompt_text for p in prompts], cap)
+        if len(cuts) != len(prompts):
+            raise BackendError(f"backend {name} cut {len(prompts)} prompts into {len(cuts)} texts")
+        done = self.store.finished(cell.model, cell.dataset).get(cell.config_hash, set())
+        out: list[Prompt] = []
+        seen: set[str] = set()
+        merged = []
+        for prompt, text in zip(prompts, cuts, strict=True):
+            if text is not None:
+                prompt = v1_cut_prompt(prompt, text)
+            if prompt.prompt_id in seen or (text is not None and prompt.prompt_id in done):
+                merged.append(prompt.metadata.get(SOURCE_PROMPT_ID, prompt.prompt_id))
+                continue
+            seen.add(prompt.prompt_id)
+            out.append(prompt)
+        if merged:
+            self.progress.message(
+                f"{cell.label}: {len(merged)} prompt(s) cut to the same text as another prompt of the cell, "
+                f"generated once (e.g. {merged[0]})",
+                "warning",
+            )
+        return out
 
     def _writer(self, cell: Cell, info: ModelInfo, settings: SamplingSettings, result: CellResult) -> PartWriter:
         gen = cell.generation

@@ -46,6 +46,8 @@ CASTILLO_PROMPT_FIELDS: tuple[pa.Field, ...] = (
     pa.field("max_new_tokens", pa.int64()),
     pa.field("max_prompt_tokens", pa.int64()),
     pa.field("prompt_truncated", pa.bool_()),
+    # --truncation v1: the id of the uncut prompt whose cut text this row holds (null when not cut)
+    pa.field("source_prompt_id", pa.string()),
     pa.field("seed", pa.int64()),
     pa.field("finish_reasons", pa.list_(pa.string())),
     pa.field("n_length_capped", pa.int32()),

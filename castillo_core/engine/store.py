@@ -197,14 +197,17 @@ class Store:
         return {h: set(ids) for h, ids in self._finished[key].items()}
 
     def _read_finished(self, model: str, dataset: str) -> dict[str, set[str]]:
+        """Done prompt ids per config hash: each row's ``prompt_id`` and, where ``--truncation v1``
+        cut the prompt, its ``source_prompt_id`` (the id the corpus gives the uncut prompt)."""
         done: dict[str, set[str]] = {}
         parts = self.prompt_parts(model, dataset)
         if not parts:
             return done
         try:
-            # one multi-threaded scan of two columns over every part of the partition
-            table = ds.dataset([str(p) for p in parts], format="parquet").to_table(columns=["prompt_id", "config_hash"])
-        except (OSError, pa.ArrowInvalid):
+            # one multi-threaded scan of three columns over every part of the partition (parts
+            # written before source_prompt_id existed read it as null)
+            table = ds.dataset([str(p) for p in parts], schema=_FINISHED_SCHEMA, format="parquet").to_table()
+        except (OSError, pa.ArrowInvalid, pa.ArrowTypeError):
             table = None
         if table is None:  # find the part at fault, to name it
             for part in parts:
@@ -218,6 +221,10 @@ class Store:
             raise StoreError(f"the parts of {model} x {dataset} in {self.root} cannot be read together")
         for config_hash, ids in _group_ids(table):
             done.setdefault(config_hash, set()).update(ids)
+        if table.column("source_prompt_id").null_count < table.num_rows:
+            sources = table.filter(table.column("source_prompt_id").is_valid())
+            for config_hash, ids in _group_ids(sources, "source_prompt_id"):
+                done.setdefault(config_hash, set()).update(ids)
         return done
 
     # -- writing -------------------------------------------------------------------
@@ -317,8 +324,13 @@ class Store:
         write_manifest(self.root, manifest)
 
 
-def _group_ids(table: pa.Table) -> Iterator[tuple[str, list[str]]]:
-    ids = table.column("prompt_id").to_pylist()
+_FINISHED_SCHEMA = pa.schema(
+    [("prompt_id", pa.string()), ("config_hash", pa.string()), ("source_prompt_id", pa.string())]
+)
+
+
+def _group_ids(table: pa.Table, column: str = "prompt_id") -> Iterator[tuple[str, list[str]]]:
+    ids = table.column(column).to_pylist()
     hashes = table.column("config_hash").to_pylist()
     if hashes and all(h == hashes[0] for h in hashes):
         yield hashes[0], ids

@@ -225,6 +225,22 @@ class LlamaCppBackend(Backend):
             out.append(Rendered(input_size=len(tokens), truncated=truncated, payload=tuple(tokens)))
         return out
 
+    def cut_prompts(self, texts: Sequence[str], max_tokens: int) -> list[str | None]:
+        """CASTILLO v1's raw-text cut (``--truncation v1``) with the GGUF's tokenizer.
+
+        As v1 with a Hugging Face tokenizer: the raw text's ids with the model's BOS (where
+        it adds one) count towards the cap; a longer text becomes the text of its first
+        ``max_tokens`` ids, control tokens (BOS) rendered as nothing.
+        """
+        model = self._require_model()
+        out: list[str | None] = []
+        for text in texts:
+            tokens = model.tokenize(text)
+            if model.add_bos and model.bos >= 0 and (not tokens or tokens[0] != model.bos):
+                tokens.insert(0, model.bos)
+            out.append(model.detokenize(tokens[:max_tokens]) if len(tokens) > max_tokens else None)
+        return out
+
     # -- generation -------------------------------------------------------------------------
 
     def _context_for(self, requests: Sequence[GenerationRequest], config: GenerationConfig) -> tuple[Any, int]:

@@ -30,9 +30,11 @@ from castillo_core import (
     PromptResult,
     Rendered,
     SamplingSettings,
+    cut_with_tokenizer,
     hookimpl,
     parse_options,
     render_with_tokenizer,
+    v1_output_tokens,
 )
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,7 @@ class TransformersBackend(Backend):
     requires = ("torch", "transformers")
     install_hint = 'pip install castillo-transformers (or: pip install "castillo[transformers]")'
     default_model = None
+    counting_modes = ("exact", "v1")
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
@@ -240,6 +243,11 @@ class TransformersBackend(Backend):
         tokenizer = self._model() and self.tokenizer
         return render_with_tokenizer(tokenizer, prompts, max_prompt_tokens, templated=self.use_template)
 
+    def cut_prompts(self, texts: Sequence[str], max_tokens: int) -> list[str | None]:
+        """CASTILLO v1's raw-text cut, with this model's tokenizer (``--truncation v1``)."""
+        tokenizer = self._model() and self.tokenizer
+        return cut_with_tokenizer(tokenizer, texts, max_tokens)
+
     def generate(
         self, requests: Sequence[GenerationRequest], settings: SamplingSettings, config: GenerationConfig
     ) -> Iterator[PromptResult]:
@@ -293,13 +301,20 @@ class TransformersBackend(Backend):
             raise BackendError(f"backend transformers: {exc}") from None
         decode = self.tokenizer.decode
         stop = set(self.stop_ids)
+        eos, cap = self.tokenizer.eos_token_id, config.max_new_tokens
+
+        def count(s: Any) -> int:  # --counting v1: one more for a stop on an end id other than eos_token
+            if config.counting != "v1" or not s.tokens:
+                return len(s.tokens)
+            return v1_output_tokens(len(s.tokens), s.tokens[-1], s.finish_reason == "stop", eos, cap)
+
         try:
             for job, samples, gen_time in scheduler.run(jobs):
                 completions = tuple(
                     Completion(
                         sample_index=s.index,
                         seed=s.seed,
-                        output_tokens=len(s.tokens),
+                        output_tokens=count(s),
                         finish_reason=s.finish_reason,
                         text=decode(s.tokens[:-1] if s.tokens[-1] in stop else s.tokens, skip_special_tokens=True),
                         latency=s.latency,

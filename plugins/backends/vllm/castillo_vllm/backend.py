@@ -43,7 +43,9 @@ from castillo_core import (
     PromptResult,
     Rendered,
     SamplingSettings,
+    cut_with_tokenizer,
     parse_options,
+    v1_output_tokens,
 )
 from castillo_vllm.options import UNHASHED, VllmOptions
 from castillo_vllm.render import has_chat_template, render_prompts
@@ -112,6 +114,7 @@ class VllmBackend(Backend):
     )
     default_model = "HuggingFaceTB/SmolLM2-135M-Instruct"
     aliases = ("vllm-offline",)
+    counting_modes = ("exact", "v1")
 
     def __init__(self, spec: Any) -> None:
         super().__init__(spec)
@@ -303,6 +306,11 @@ class VllmBackend(Backend):
         self._require_open()
         return render_prompts(self.tokenizer, prompts, max_prompt_tokens)
 
+    def cut_prompts(self, texts: Sequence[str], max_tokens: int) -> list[str | None]:
+        """CASTILLO v1's raw-text cut, with the model's tokenizer (``--truncation v1``)."""
+        self._require_open()
+        return cut_with_tokenizer(self.tokenizer, texts, max_tokens)
+
     # -- generate ------------------------------------------------------------------------
 
     def _check_fits(self, requests: Sequence[GenerationRequest], config: GenerationConfig) -> None:
@@ -450,6 +458,9 @@ class VllmBackend(Backend):
             out = outputs[i]
             tokens = len(out.token_ids)
             reason = out.finish_reason
+            if config.counting == "v1" and tokens:  # one more for a stop on an end id other than eos_token
+                eos = getattr(self.tokenizer, "eos_token_id", None)
+                tokens = v1_output_tokens(tokens, int(out.token_ids[-1]), reason == "stop", eos, cap)
             if reason not in ("stop", "length"):
                 raise BackendError(f"backend vllm: prompt {pid} sample {i} finished with {reason!r}, not stop/length")
             if reason == "length" and tokens != cap:

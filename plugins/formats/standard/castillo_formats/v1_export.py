@@ -10,6 +10,18 @@ asks for it. Rows keep their stored order within a file, so exporting an importe
 dataset gives back v1's files record for record. What v1's format has no column for
 (seeds, finish reasons, the cap, castillo's metric columns) is not written; an import of
 the export derives ``n_length_capped`` again from the cap it is given (``--cap``).
+
+Each view is written as v1's own scripts wrote it:
+
+- ``gen_time`` with 5 decimals (v1 rounded the measured seconds so);
+- a sample cut by the cap (finish reason ``length``) as ``max_new_tokens + 1``, v1's count of
+  it (v1 counted the non-pad ids plus one; castillo stores the exact count), with the row's
+  statistics computed over those values as v1's were;
+- in the ``sanitized`` view, the statistics of the rows whose lengths were removed exactly
+  as v1's ``sanitize_dataset`` wrote them: unrounded (``float(np.mean(...))``, ...), where
+  every other row keeps v1's rounding;
+- NaN as Python's ``json`` writes it with its defaults (a bare ``NaN``), which is how v1's
+  ``json.dump`` wrote one; a null stays ``null``.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from castillo_views.names import file_part
 
@@ -27,7 +40,9 @@ from castillo_formats.dest import ExportDest, ExportError
 
 MEAN_DECIMALS = 2
 PERCENTILE_DECIMALS = 3
+GEN_TIME_DECIMALS = 5
 DEFAULT_SPLIT = "full"
+_PERCENTILES = (25, 50, 75, 99)
 
 
 @dataclass
@@ -70,16 +85,52 @@ def _round(value: Any, decimals: int) -> Any:
     return round(float(value), decimals) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
-def v1_record(row: dict[str, Any]) -> dict[str, Any]:
-    """One prompts row as v1 wrote it: its 17 columns in order, v1's rounding."""
+def v1_sizes(row: dict[str, Any]) -> list[Any] | None:
+    """``output_sizes`` as v1 counted them: a sample the cap cut is ``max_new_tokens + 1``.
+
+    Rows without finish reasons (imported from v1, which wrote its own counts) are unchanged.
+    """
+    sizes, reasons, cap = row.get("output_sizes"), row.get("finish_reasons"), row.get("max_new_tokens")
+    if sizes is None or reasons is None or cap is None or len(reasons) != len(sizes):
+        return sizes
+    pairs = zip(sizes, reasons, strict=True)
+    return [cap + 1 if reason == "length" and size == cap else size for size, reason in pairs]
+
+
+def v1_record(row: dict[str, Any], recomputed: bool = False) -> dict[str, Any]:
+    """One prompts row as v1 wrote it: its 17 columns in order, v1's counts and rounding.
+
+    ``recomputed`` marks a sanitized row whose statistics v1's ``sanitize_dataset`` wrote
+    again, unrounded.
+    """
     from castillo_core import V1_COLUMNS
 
     record = {name: row.get(name) for name in V1_COLUMNS}
-    record["output_mean"] = _round(record["output_mean"], MEAN_DECIMALS)
-    record["output_std"] = _round(record["output_std"], MEAN_DECIMALS)
-    percentiles = record["output_percentiles"] or {}
-    record["output_percentiles"] = {k: _round(v, PERCENTILE_DECIMALS) for k, v in percentiles.items()}
+    sizes = v1_sizes(row)
+    if sizes != record["output_sizes"]:  # capped samples at v1's count: v1's statistics are over those
+        import numpy as np
+
+        record["output_sizes"] = sizes
+        record["output_mean"] = np.mean(sizes).item()
+        record["output_std"] = np.std(sizes).item()
+        values = np.percentile(sizes, _PERCENTILES)
+        record["output_percentiles"] = {f"p{q}": v.item() for q, v in zip(_PERCENTILES, values, strict=True)}
+    if not recomputed:
+        record["output_mean"] = _round(record["output_mean"], MEAN_DECIMALS)
+        record["output_std"] = _round(record["output_std"], MEAN_DECIMALS)
+        percentiles = record["output_percentiles"] or {}
+        record["output_percentiles"] = {k: _round(v, PERCENTILE_DECIMALS) for k, v in percentiles.items()}
+    else:
+        record["output_mean"] = _float(record["output_mean"])
+        record["output_std"] = _float(record["output_std"])
+        percentiles = record["output_percentiles"] or {}
+        record["output_percentiles"] = {k: _float(v) for k, v in percentiles.items()}
+    record["gen_time"] = _round(record["gen_time"], GEN_TIME_DECIMALS)
     return record
+
+
+def _float(value: Any) -> Any:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 def _groups(table: pa.Table) -> dict[tuple[str, str, str], list[int]]:
@@ -111,17 +162,23 @@ def export_v1(
     if view not in VIEWS:
         raise ExportError(f"--view {view!r}: choose one of {', '.join(VIEWS)}")
     source, target = Path(out), Path(dest)
-    columns = None if view != "original" else [*V1_COLUMNS, "split"]
+    extra = ["split", "finish_reasons", "max_new_tokens"]
+    columns = None if view != "original" else [*V1_COLUMNS, *extra]
     prompts = read_table(source, "prompts", columns=columns)
     if prompts.num_rows == 0:
         raise ExportError(f"{source} holds no prompts rows; nothing to export")
+    recomputed = np.zeros(prompts.num_rows, dtype=bool)
     if view != "original":
-        views, _ = compute_views(prompts, flag_responses(source, detector), detector, cap)
+        views, flags = compute_views(prompts, flag_responses(source, detector), detector, cap)
+        if view == "sanitized":  # rows v1's sanitize_dataset rewrote, in the view's (filtered) order
+            recomputed = (np.asarray(flags.degenerate) & ~np.asarray(flags.dropped))[~np.asarray(flags.dropped)]
         prompts = views[view].prompts
     missing = [c for c in V1_COLUMNS if c not in prompts.column_names]
     if missing:
         raise ExportError(f"{source} lacks v1 column(s) {', '.join(missing)}; it is not a castillo prompts table")
-    table = prompts.select([*V1_COLUMNS, *(["split"] if "split" in prompts.column_names else [])])
+    table = prompts.select([*V1_COLUMNS, *(c for c in extra if c in prompts.column_names)])
+    if view != "sanitized":
+        recomputed = np.zeros(table.num_rows, dtype=bool)
     groups = _groups(table)
     names: dict[tuple[str, str, str], str] = {}
     for dataset, split, model in sorted(groups, key=repr):
@@ -138,8 +195,9 @@ def export_v1(
     files.prepare(names.values())
     summary = V1ExportSummary(dest=target)
     for key, name in names.items():
-        rows = table.take(pa.array(groups[key], type=pa.int64())).select(list(V1_COLUMNS)).to_pylist()
-        data = json.dumps([v1_record(r) for r in rows]).encode()
+        rows = table.take(pa.array(groups[key], type=pa.int64())).to_pylist()
+        records = [v1_record(r, bool(recomputed[i])) for r, i in zip(rows, groups[key], strict=True)]
+        data = json.dumps(records).encode()  # json's defaults, as v1's json.dump: NaN is written NaN
         atomic_write_bytes(target / name, data)
         summary.files[name] = len(rows)
     files.finish()

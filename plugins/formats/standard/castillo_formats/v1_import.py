@@ -198,6 +198,7 @@ def prompts_table(
             "max_new_tokens": [cap] * count,
             "max_prompt_tokens": [None] * count,
             "prompt_truncated": [None] * count,
+            "source_prompt_id": [None] * count,
             "seed": [None] * count,
             "finish_reasons": [None] * count,
             "n_length_capped": [sum(1 for x in s if x >= capped_at) for s in sizes],
