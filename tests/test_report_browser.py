@@ -3,7 +3,7 @@
 Drives Debian's headless Chromium over the DevTools protocol (a websocket, through the
 small ``websockets`` package) so the test sees what a person would: images decoded,
 console messages, failed loads and every request the page makes. A screenshot is kept
-under ``test-artifacts/`` (gitignored) for a person to look at.
+of each page is kept under ``test-artifacts/`` (gitignored) for a person to look at.
 """
 
 from __future__ import annotations
@@ -115,17 +115,11 @@ def _start(browser: str, profile: Path) -> tuple[subprocess.Popen[str], str]:
     raise AssertionError(f"Chromium did not start its DevTools endpoint:\n{''.join(seen[-20:])}")
 
 
-def test_report_page_renders_in_chromium(tmp_path: Path) -> None:
-    pytest.importorskip("websockets", reason="pip install websockets (the DevTools client of this test)")
-    pytest.importorskip("matplotlib", reason="pip install matplotlib (castillo report draws with it)")
-    browser = _browser()
-    out = tmp_path / "out"
+def _run(out: Path, *extra: str) -> None:
     castillo(
         "run",
         "--backend",
         "fake",
-        "--corpus",
-        "tiny",
         "--out",
         str(out),
         "--quiet",
@@ -133,32 +127,73 @@ def test_report_page_renders_in_chromium(tmp_path: Path) -> None:
         "4",
         "--max-new-tokens",
         "100",
-        "-C",
-        "reject_every=5",
         "--max-prompt-tokens",
         "7",
+        *extra,
     )
-    castillo("report", str(out), "--to", str(tmp_path / "report"), "--quiet")
-    page = tmp_path / "report" / "index.html"
+
+
+def _load(tools: DevTools, page: Path) -> tuple[list[dict[str, Any]], bytes]:
+    """Open ``page`` in a fresh tab: its images (src, loaded, natural width) and a full-page screenshot."""
+    target = tools.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+    tools.session = tools.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    for domain in ("Page", "Runtime", "Log", "Network"):
+        tools.send(f"{domain}.enable")
+    tools.events.clear()
+    tools.send("Page.navigate", {"url": page.as_uri()})
+    tools.wait_for("Page.loadEventFired")
+    images = tools.send(
+        "Runtime.evaluate",
+        {
+            "expression": "JSON.stringify(Array.from(document.images).map(i => "
+            "({src: i.getAttribute('src'), complete: i.complete, width: i.naturalWidth})))",
+            "returnByValue": True,
+        },
+    )["result"]["value"]
+    shot = tools.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    return json.loads(images), base64.b64decode(shot["data"])
+
+
+def _errors(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in events
+        if e.get("method") == "Runtime.exceptionThrown"
+        or (e.get("method") == "Runtime.consoleAPICalled" and e["params"].get("type") in ("error", "assert"))
+        or (e.get("method") == "Log.entryAdded" and e["params"]["entry"].get("level") == "error")
+        or e.get("method") == "Network.loadingFailed"
+    ]
+
+
+def test_report_page_renders_in_chromium(tmp_path: Path) -> None:
+    """Two pages: a grid (two models x two datasets: heatmaps) and a single cell (histograms)."""
+    pytest.importorskip("websockets", reason="pip install websockets (the DevTools client of this test)")
+    pytest.importorskip("matplotlib", reason="pip install matplotlib (castillo report draws with it)")
+    browser = _browser()
+    grid, single = tmp_path / "grid", tmp_path / "single"
+    source = tmp_path / "code.jsonl"
+    source.write_text("".join(json.dumps({"prompt": f"<b>task</b> {i} " + "word " * i}) + "\n" for i in range(6)))
+    for model in ("org/M-1B-Instruct", "org/M-3B-Instruct"):
+        _run(grid, "--model", model, "--corpus", "tiny", "-C", "reject_every=5")
+        _run(grid, "--model", model, "--corpus", "jsonl", "--source", str(source), "-C", "dataset=Code")
+    _run(single, "--corpus", "tiny")
+    pages = {}
+    for name, out in (("grid", grid), ("single", single)):
+        castillo("report", str(out), "--to", str(tmp_path / f"report-{name}"), "--quiet")
+        pages[name] = tmp_path / f"report-{name}" / "index.html"
     proc, endpoint = _start(browser, tmp_path / "profile")
     tools = None
+    seen: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]] = {}
     try:
         tools = DevTools(endpoint)
-        target = tools.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        tools.session = tools.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            tools.send(f"{domain}.enable")
-        tools.send("Page.navigate", {"url": page.as_uri()})
-        tools.wait_for("Page.loadEventFired")
-        images = tools.send(
-            "Runtime.evaluate",
-            {
-                "expression": "JSON.stringify(Array.from(document.images).map(i => "
-                "({src: i.getAttribute('src'), complete: i.complete, width: i.naturalWidth})))",
-                "returnByValue": True,
-            },
-        )["result"]["value"]
-        shot = tools.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+        ARTIFACTS.mkdir(exist_ok=True)
+        for name, page in pages.items():
+            images, shot = _load(tools, page)
+            (ARTIFACTS / f"report-chromium-{name}.png").write_bytes(shot)
+            requested = [
+                e["params"]["request"]["url"] for e in tools.events if e.get("method") == "Network.requestWillBeSent"
+            ]
+            seen[name] = (images, _errors(tools.events), requested)
     finally:
         if tools is not None:
             tools.close()
@@ -167,22 +202,14 @@ def test_report_page_renders_in_chromium(tmp_path: Path) -> None:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-    ARTIFACTS.mkdir(exist_ok=True)
-    screenshot = ARTIFACTS / "report-chromium.png"
-    screenshot.write_bytes(base64.b64decode(shot["data"]))
-    loaded = json.loads(images)
-    pngs = sorted(p.name for p in page.parent.glob("*.png"))
-    assert sorted(i["src"] for i in loaded) == pngs and len(pngs) >= 8
-    assert all(i["complete"] and i["width"] > 0 for i in loaded), loaded
-    errors = [
-        e
-        for e in tools.events
-        if e.get("method") == "Runtime.exceptionThrown"
-        or (e.get("method") == "Runtime.consoleAPICalled" and e["params"].get("type") in ("error", "assert"))
-        or (e.get("method") == "Log.entryAdded" and e["params"]["entry"].get("level") == "error")
-        or e.get("method") == "Network.loadingFailed"
-    ]
-    assert not errors, errors
-    requested = [e["params"]["request"]["url"] for e in tools.events if e.get("method") == "Network.requestWillBeSent"]
-    assert requested and all(url.startswith("file://") for url in requested), requested  # nothing from a network
-    assert screenshot.stat().st_size > 10_000
+    for name, page in pages.items():
+        images, errors, requested = seen[name]
+        summary = json.loads((page.parent / "summary.json").read_text())
+        pngs = sorted(p.name for p in page.parent.glob("*.png"))
+        assert sorted(i["src"] for i in images) == pngs == sorted(f["file"] for f in summary["figures"])
+        assert all(i["complete"] and i["width"] > 0 for i in images), images
+        assert not errors, errors
+        assert requested and all(url.startswith("file://") for url in requested), requested  # nothing from a network
+        assert (ARTIFACTS / f"report-chromium-{name}.png").stat().st_size > 10_000
+    assert any(p.startswith("heatmap_") for p in (i["src"] for i in seen["grid"][0]))
+    assert "lengths_hist.png" in {i["src"] for i in seen["single"][0]}

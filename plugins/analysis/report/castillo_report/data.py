@@ -17,6 +17,8 @@ import pyarrow as pa
 from castillo_views.provenance import provenance
 
 from castillo_core import V1_DETECTOR
+from castillo_report.labels import model_labels, order_models
+from castillo_report.sanitized import SanitizedRows, sanitized_rows
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,18 @@ COLUMNS = (
     "max_new_tokens",
     "max_prompt_tokens",
     "prompt_truncated",
+    "sample_id",
+    "gen_time",
+    "finish_reasons",
 )
-"""The columns the report reads, besides the detectors' ``flag_count`` columns its metrics declare."""
+"""The columns the report reads (never the texts: :mod:`castillo_report.examples` reads the few
+it shows), besides the detectors' ``flag_count`` columns its metrics declare."""
+
+
+def strip_prompts(shape: str, models: int) -> int:
+    """Prompts per cell whose N lengths the per-prompt figure draws: 40 for one cell, else about
+    36 rows per panel shared by the models (3 to 12 each)."""
+    return 40 if shape == "single" else max(3, min(12, 36 // max(models, 1)))
 
 
 @dataclass
@@ -67,8 +79,23 @@ class BoxStats:
 
 
 @dataclass
+class Strip:
+    """One prompt's N response lengths (the per-prompt figure draws one row of dots per strip)."""
+
+    model: str
+    dataset: str
+    prompt_id: str
+    lengths: np.ndarray
+
+
+@dataclass
 class ReportData:
-    """What a report shows: cells (model x dataset) with their aggregates and arrays."""
+    """What a report shows: cells (model x dataset) with their aggregates and arrays.
+
+    ``models`` are in the report's order (family, then size; :mod:`castillo_report.labels`),
+    ``labels`` their short labels. ``sanitized`` holds the sanitized view's matrices (v1's
+    length rule), empty when the view cannot be computed (``sanitized_note`` says why).
+    """
 
     source: str
     rows: int
@@ -80,10 +107,26 @@ class ReportData:
     cv_boxes: dict[tuple[str, str], BoxStats]
     scatter: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
     degeneration_sources: dict[str, str]
+    labels: dict[str, str] = field(default_factory=dict)
+    sanitized: dict[str, np.ndarray] = field(default_factory=dict)
+    sanitized_note: str = ""
+    strips: dict[tuple[str, str], list[Strip]] = field(default_factory=dict)
+    lengths: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    cvs: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    caps: list[int] = field(default_factory=list)
+    example_picks: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[dict[str, Any]] = field(default_factory=list)
     provenance: list[dict[str, Any]] = field(default_factory=list)
     truncated: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     rejected_total: int = 0
+
+    @property
+    def shape(self) -> str:
+        """``single`` (one model x one dataset), ``line`` (one of them is one) or ``grid``."""
+        if len(self.models) == 1 and len(self.datasets) == 1:
+            return "single"
+        return "line" if 1 in (len(self.models), len(self.datasets)) else "grid"
 
 
 def _column(table: pa.Table, name: str, dtype: Any = np.float64, fill: float = np.nan) -> np.ndarray:
@@ -101,16 +144,16 @@ def _has_values(table: pa.Table, name: str) -> bool:
 
 
 def _codes(table: pa.Table) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-    """Sorted model and dataset names, and each row's model and dataset index."""
+    """Model names in the report's order, sorted dataset names, and each row's model and dataset index."""
     names = []
     codes = []
     for column in ("model", "dataset"):
         encoded = table.column(column).combine_chunks().dictionary_encode()
-        labels = encoded.dictionary.to_pylist()
-        order = sorted(range(len(labels)), key=lambda i: labels[i])
-        remap = np.empty(len(labels), dtype=np.int64)
-        remap[order] = np.arange(len(labels))
-        names.append([labels[i] for i in order])
+        labels = [str(v) for v in encoded.dictionary.to_pylist()]
+        ordered = order_models(labels) if column == "model" else sorted(labels)
+        position = {name: i for i, name in enumerate(ordered)}
+        remap = np.array([position[name] for name in labels], dtype=np.int64)
+        names.append(ordered)
         codes.append(remap[encoded.indices.to_numpy(zero_copy_only=False)])
     return names[0], names[1], codes[0], codes[1]
 
@@ -140,19 +183,33 @@ def _grouped(values: np.ndarray, groups: np.ndarray, count: int) -> list[np.ndar
     return [ordered[bounds[i] : bounds[i + 1]] for i in range(count)]
 
 
+def rule_flags(table: pa.Table) -> np.ndarray:
+    """Per row, v1's length rule (:func:`castillo_views.flags.v1_length_flags`, the views' own):
+    1.0 when degenerate, 0.0 when not, NaN where it cannot judge (no cap, no lengths)."""
+    from castillo_views.flags import v1_length_flags
+
+    out = np.full(table.num_rows, np.nan)
+    caps = _column(table, "max_new_tokens")
+    sizes = table.column("output_sizes").combine_chunks()
+    lengths = np.diff(sizes.offsets.to_numpy()) * ~np.asarray(sizes.is_null().to_numpy(zero_copy_only=False))
+    rows = np.flatnonzero(~np.isnan(caps) & (lengths > 0))
+    if rows.size:
+        subset = table.select(["output_sizes", "output_mean", "output_std", "max_new_tokens"]).take(pa.array(rows))
+        out[rows] = v1_length_flags(subset).degenerate.astype(np.float64)
+    return out
+
+
 def degeneration_flags(
-    table: pa.Table, declared: dict[str, str] | None = None
+    table: pa.Table, declared: dict[str, str] | None = None, rule: np.ndarray | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Per row and detector, 1.0 when degenerate, 0.0 when not, NaN when unknown.
 
     ``declared`` maps each detector to the per-prompt ``flag_count`` column a metric
     declared for it (:func:`castillo_core.detectors`); those counts are used where the run
     stored them. v1's length rule is always shown: rows without its count (imported v1
-    data, runs without the metric) get it from :mod:`castillo_views.flags`, computed on
-    their stored numbers, as v1 did.
+    data, runs without the metric) get :func:`rule_flags` (``rule``, when already
+    computed), on their stored numbers, as v1 did.
     """
-    from castillo_views.flags import v1_length_flags
-
     declared = dict(declared or {})
     flags: dict[str, np.ndarray] = {}
     sources: dict[str, str] = {}
@@ -160,15 +217,14 @@ def degeneration_flags(
     v1 = _column(table, v1_column) if v1_column else np.full(table.num_rows, np.nan)
     v1 = np.where(np.isnan(v1), np.nan, (v1 > 0).astype(np.float64))
     missing = np.isnan(v1)
-    caps = _column(table, "max_new_tokens")
-    fallback = missing & ~np.isnan(caps)
     source = f"degeneration metric ({v1_column})" if v1_column and not missing.all() else ""
-    if fallback.any():
-        rows = np.flatnonzero(fallback)
-        subset = table.select(["output_sizes", "output_mean", "output_std", "max_new_tokens"]).take(pa.array(rows))
-        v1[rows] = v1_length_flags(subset).degenerate.astype(np.float64)
-        rule = "v1's length rule on stored lengths"
-        source = f"{source}; {rule} where absent" if source else rule
+    if missing.any():
+        rule = rule_flags(table) if rule is None else rule
+        fallback = missing & ~np.isnan(rule)
+        if fallback.any():
+            v1[fallback] = rule[fallback]
+            what = "v1's length rule on stored lengths"
+            source = f"{source}; {what} where absent" if source else what
     flags[V1_DETECTOR] = v1
     sources[V1_DETECTOR] = source or "unknown (no cap recorded)"
     for detector, column in sorted(declared.items()):
@@ -188,6 +244,102 @@ def _cell_means(values: np.ndarray, cells: np.ndarray, count: int) -> np.ndarray
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
+def _recorded(table: pa.Table, name: str) -> np.ndarray:
+    """Per row, whether ``name`` holds a value (False everywhere when the column is absent)."""
+    if name not in table.column_names:
+        return np.zeros(table.num_rows, dtype=bool)
+    return ~np.asarray(table.column(name).is_null().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _cell_range(values: np.ndarray, cell: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest value per cell (NaN where a cell has none)."""
+    low = np.full(count, np.inf)
+    high = np.full(count, -np.inf)
+    valid = ~np.isnan(values)
+    np.minimum.at(low, cell[valid], values[valid])
+    np.maximum.at(high, cell[valid], values[valid])
+    return np.where(np.isfinite(low), low, np.nan), np.where(np.isfinite(high), high, np.nan)
+
+
+def _setting(low: float, high: float) -> str | None:
+    """A setting that may differ between a cell's rows, as text: ``100`` or ``100–200``; None if absent."""
+    if np.isnan(low):
+        return None
+    return f"{low:,.0f}" if low == high else f"{low:,.0f}–{high:,.0f}"
+
+
+def _sanitized_matrices(
+    rows: SanitizedRows, cell: np.ndarray, count: int, prompts: np.ndarray, shape: tuple[int, int]
+) -> dict[str, np.ndarray]:
+    """Per cell, the sanitized view's prompts, mean length, mean std, mean CV and capped share."""
+    kept = rows.kept & rows.known
+    mean = np.where(kept, rows.mean, np.nan)
+    std = np.where(kept, rows.std, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cv = np.where(mean > 0, std / mean, np.nan)
+    capped_known = kept & ~np.isnan(rows.capped)
+    hits = np.bincount(cell[capped_known], weights=rows.capped[capped_known], minlength=count)
+    total = np.bincount(cell[capped_known], weights=rows.samples[capped_known], minlength=count)
+    unknown = np.bincount(cell, weights=~rows.known, minlength=count) > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        matrices = {
+            "prompts": np.bincount(cell, weights=kept, minlength=count).astype(np.float64),
+            "mean_length": _cell_means(mean, cell, count),
+            "mean_std": _cell_means(std, cell, count),
+            "mean_cv": _cell_means(cv, cell, count),
+            "share_capped": np.where(total > 0, hits / np.maximum(total, 1), np.nan),
+        }
+    for key, matrix in matrices.items():
+        matrix[(prompts == 0) | unknown] = np.nan
+        matrices[key] = matrix.reshape(shape)
+    return matrices
+
+
+def _strips(
+    table: pa.Table,
+    values: np.ndarray,
+    offsets: np.ndarray,
+    std: np.ndarray,
+    cell: np.ndarray,
+    count: int,
+    per_cell: int,
+) -> dict[int, list[tuple[str, np.ndarray]]]:
+    """Per cell code, the ``per_cell`` prompts with the widest spread (largest std) and their lengths."""
+    spread = np.where(np.isnan(std), -1.0, std)
+    order = np.lexsort((np.arange(cell.size), -spread, cell))
+    bounds = np.searchsorted(cell[order], np.arange(count + 1))
+    chosen = np.concatenate([order[bounds[i] : min(bounds[i] + per_cell, bounds[i + 1])] for i in range(count)])
+    ids = table.column("prompt_id").take(pa.array(chosen)).to_pylist() if "prompt_id" in table.column_names else []
+    out: dict[int, list[tuple[str, np.ndarray]]] = {}
+    for position, row in enumerate(chosen):
+        prompt = str(ids[position]) if ids and ids[position] is not None else f"row {row}"
+        out.setdefault(int(cell[row]), []).append((prompt, values[offsets[row] : offsets[row + 1]]))
+    return out
+
+
+def _example_picks(
+    table: pa.Table, values: np.ndarray, offsets: np.ndarray, cell: np.ndarray, count: int
+) -> dict[int, list[tuple[str, int, float]]]:
+    """Per cell code: (kind, row, tokens) of the row holding its shortest and its longest response."""
+    per_row = np.diff(offsets)
+    has = per_row > 0
+    shortest = np.full(table.num_rows, np.inf)
+    longest = np.full(table.num_rows, -np.inf)
+    if has.any():
+        starts = offsets[:-1][has]
+        shortest[has] = np.minimum.reduceat(values, starts)
+        longest[has] = np.maximum.reduceat(values, starts)
+    picks: dict[int, list[tuple[str, int, float]]] = {}
+    for kind, key, sign in (("shortest", shortest, 1.0), ("longest", longest, -1.0)):
+        order = np.lexsort((sign * key, cell))
+        bounds = np.searchsorted(cell[order], np.arange(count + 1))
+        for i in range(count):
+            if bounds[i] < bounds[i + 1] and np.isfinite(key[order[bounds[i]]]):
+                row = int(order[bounds[i]])
+                picks.setdefault(i, []).append((kind, row, float(key[row])))
+    return picks
+
+
 def compute(
     table: pa.Table,
     source: str,
@@ -198,7 +350,9 @@ def compute(
 ) -> ReportData:
     """Every number the report shows, from the prompts table (only :data:`COLUMNS`)."""
     models, datasets, model_code, dataset_code = _codes(table)
+    labels = model_labels(models)
     n_models, n_datasets = len(models), len(datasets)
+    shape = "single" if n_models == n_datasets == 1 else "line" if 1 in (n_models, n_datasets) else "grid"
     count = n_models * n_datasets
     cell = model_code * n_datasets + dataset_code
     mean = _column(table, "output_mean")
@@ -215,8 +369,9 @@ def compute(
         row_of_value = np.repeat(np.arange(table.num_rows), per_row)
         hits = np.bincount(row_of_value, weights=values >= caps[row_of_value] - 1, minlength=table.num_rows)
         capped = np.where(np.isnan(capped) & ~np.isnan(caps), hits, capped)
-    truncated = _column(table, "prompt_truncated", fill=0.0)
-    flags, sources = degeneration_flags(table, declared)
+    truncated = _column(table, "prompt_truncated")
+    rule = rule_flags(table)
+    flags, sources = degeneration_flags(table, declared, rule)
 
     prompts = np.bincount(cell, minlength=count)
     responses = np.bincount(cell, weights=samples, minlength=count)
@@ -233,10 +388,25 @@ def compute(
     }
     for name, flag in flags.items():
         matrices[f"degeneration_{name}"] = _cell_means(flag, cell, count)
-    truncated_counts = np.bincount(cell, weights=truncated, minlength=count)
+    truncated_known = np.bincount(cell, weights=~np.isnan(truncated), minlength=count)
+    truncated_counts = np.bincount(cell, weights=np.nan_to_num(truncated), minlength=count)
     for key, matrix in matrices.items():
         matrix[prompts == 0] = np.nan
         matrices[key] = matrix.reshape(n_models, n_datasets)
+
+    clean = sanitized_rows(table, offsets, mean, std, samples, capped, rule)
+    sanitized = _sanitized_matrices(clean, cell, count, prompts, (n_models, n_datasets)) if clean else {}
+    recorded = {name: _recorded(table, name) for name in ("gen_time", "finish_reasons", "max_prompt_tokens")}
+    gen_time = _column(table, "gen_time")
+    gen_known = ~np.isnan(gen_time)
+    gen_seconds = np.bincount(cell[gen_known], weights=gen_time[gen_known], minlength=count)
+    gen_rows = np.bincount(cell, weights=gen_known, minlength=count)
+    totals = np.concatenate([[0.0], np.cumsum(values)])
+    row_tokens = totals[offsets[1:]] - totals[offsets[:-1]]
+    gen_tokens = np.bincount(cell[gen_known], weights=row_tokens[gen_known], minlength=count)
+    finish_known = np.bincount(cell, weights=recorded["finish_reasons"], minlength=count)
+    cap_low, cap_high = _cell_range(caps, cell, count)
+    prompt_cap_low, prompt_cap_high = _cell_range(_column(table, "max_prompt_tokens"), cell, count)
 
     rejected_by_cell, rejected_rows, rejected_total = _rejections(manifest)
     cells = []
@@ -247,6 +417,7 @@ def compute(
                 continue
             row: dict[str, Any] = {
                 "model": model,
+                "label": labels[model],
                 "dataset": dataset,
                 "prompts": int(prompts[i]),
                 "responses": int(responses[i]),
@@ -257,8 +428,27 @@ def compute(
             }
             for name in flags:
                 row[f"degeneration_{name}"] = _num(matrices[f"degeneration_{name}"][m, d])
-            row["truncated"] = int(truncated_counts[i])
+            for key in ("prompts", "mean_length", "mean_std", "mean_cv", "share_capped"):
+                value = _num(sanitized[key][m, d]) if sanitized else None
+                row[f"sanitized_{key}"] = int(value) if key == "prompts" and value is not None else value
+            row["truncated"] = int(truncated_counts[i]) if truncated_known[i] else None
             row["rejected"] = rejected_by_cell.get((model, dataset), 0)
+            row["max_new_tokens"] = _setting(cap_low[i], cap_high[i])
+            row["max_prompt_tokens"] = _setting(prompt_cap_low[i], prompt_cap_high[i])
+            row["gen_time"] = float(gen_seconds[i]) if gen_rows[i] else None
+            row["tokens_per_second"] = float(gen_tokens[i] / gen_seconds[i]) if gen_seconds[i] > 0 else None
+            row["capped_from"] = "finish reasons" if finish_known[i] == prompts[i] else "lengths >= cap - 1 (v1's rule)"
+            row["not_recorded"] = [
+                name
+                for name, missing in (
+                    ("gen_time", row["gen_time"] is None),
+                    ("finish_reasons", finish_known[i] == 0),
+                    ("max_new_tokens", row["max_new_tokens"] is None),
+                    ("max_prompt_tokens", row["max_prompt_tokens"] is None),
+                    ("prompt_truncated", row["truncated"] is None),
+                )
+                if missing
+            ]
             cells.append(row)
 
     value_cell = np.repeat(cell, per_row)
@@ -266,26 +456,52 @@ def compute(
     cv_groups = _grouped(cv, cell, count)
     input_size = _column(table, "input_size")
     row_groups = _grouped(np.arange(table.num_rows), cell, count)
+    strips = _strips(table, values, offsets, std, cell, count, strip_prompts(shape, n_models))
+    picks = _example_picks(table, values, offsets, cell, count)
+    picked_rows = np.array(sorted({row for found in picks.values() for _, row, _ in found}), dtype=np.int64)
+    keys_of = {}
+    if picked_rows.size:
+        found = table.select([c for c in ("sample_id", "config_hash") if c in table.column_names])
+        found = found.take(pa.array(picked_rows)).to_pylist()
+        keys_of = dict(zip(picked_rows.tolist(), found, strict=True))
+    if shape == "single" and clean is not None:
+        kept_values = values[clean.keep_values & np.repeat(clean.kept & clean.known, per_row)]
     rng = np.random.default_rng(0)
-    length_boxes, cv_boxes, scatter = {}, {}, {}
+    length_boxes, cv_boxes, scatter, strip_map, lengths, cvs, example_picks = {}, {}, {}, {}, {}, {}, []
     for m, model in enumerate(models):
         for d, dataset in enumerate(datasets):
             i = m * n_datasets + d
             if prompts[i] == 0:
                 continue
             key = (model, dataset)
-            box = _box(model, length_groups[i])
+            box = _box(labels[model], length_groups[i])
             if box is not None:
                 length_boxes[key] = box
-            box = _box(model, cv_groups[i])
+            box = _box(labels[model], cv_groups[i])
             if box is not None:
                 cv_boxes[key] = box
             rows = row_groups[i]
             if rows.size > max_points:
                 rows = np.sort(rng.choice(rows, max_points, replace=False))
             scatter[key] = (input_size[rows], mean[rows])
+            strip_map[key] = [Strip(model, dataset, p, v) for p, v in strips.get(i, [])]
+            if shape == "single":
+                lengths[key] = (length_groups[i], kept_values if clean is not None else np.empty(0))
+                cvs[key] = cv_groups[i]
+            for kind, row, size in picks.get(i, []):
+                ids = keys_of.get(row, {})
+                example_picks.append(
+                    {
+                        "model": model,
+                        "dataset": dataset,
+                        "kind": kind,
+                        "tokens": int(size),
+                        "sample_id": ids.get("sample_id"),
+                        "config_hash": ids.get("config_hash"),
+                    }
+                )
 
-    truncated_rows = _truncated_rows(table, truncated)
+    truncated_rows = _truncated_rows(table, np.nan_to_num(truncated))
     return ReportData(
         source=source,
         rows=table.num_rows,
@@ -297,11 +513,28 @@ def compute(
         cv_boxes=cv_boxes,
         scatter=scatter,
         degeneration_sources=sources,
+        labels=labels,
+        sanitized=sanitized,
+        sanitized_note=_sanitized_note(clean, caps),
+        strips=strip_map,
+        lengths=lengths,
+        cvs=cvs,
+        caps=sorted({int(c) for c in np.unique(caps[~np.isnan(caps)])}),
+        example_picks=example_picks,
         provenance=provenance(table, manifest, metadata),
         truncated=truncated_rows,
         rejected=rejected_rows,
         rejected_total=rejected_total,
     )
+
+
+def _sanitized_note(rows: SanitizedRows | None, caps: np.ndarray) -> str:
+    if rows is None:
+        return "not available: no row records its cap (max_new_tokens), which v1's length rule needs"
+    note = f"{rows.flagged:,} prompt(s) flagged by v1's length rule"
+    if not rows.known.all():
+        note += f"; {int((~rows.known).sum()):,} row(s) without a recorded cap or lengths are left out"
+    return note
 
 
 def _num(value: float) -> float | None:

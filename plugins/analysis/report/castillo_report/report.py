@@ -8,19 +8,24 @@ no network, no script, so it can be opened from disk, archived with the data, or
 attached to an issue.
 
 The work is split so that the slow part is bounded: :mod:`castillo_report.data` reads
-only the columns it needs and aggregates with numpy; :mod:`castillo_report.plots`
-draws a fixed number of figures whatever the row count (box statistics are precomputed,
-scatter plots subsample); :mod:`castillo_report.render` writes the pages.
+only the columns it needs and aggregates with numpy (the sanitized view's numbers from
+:mod:`castillo_report.sanitized`); :mod:`castillo_report.figures` picks a fixed number of
+figures for the grid's shape, whatever the row count, and :mod:`castillo_report.plots`
+draws them (box statistics are precomputed, scatter plots subsample); the few example texts
+(:mod:`castillo_report.examples`) are read in a thread meanwhile; :mod:`castillo_report.render`
+writes the pages.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from castillo_core import CastilloError
 
@@ -43,11 +48,21 @@ class ReportResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+class _Steps:
+    """What a step callback of :func:`_progress` is: ``step(label)``, and ``step.total(n)`` once the count is known."""
+
+    def __init__(self, advance: Callable[[str], None], total: Callable[[int], None]) -> None:
+        self._advance, self.total = advance, total
+
+    def __call__(self, label: str) -> None:
+        self._advance(label)
+
+
 @contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
+def _progress(enabled: bool, total: int) -> Iterator[_Steps]:
     """A rich progress bar on stderr (one tick per step), or a silent stand-in."""
     if not enabled:
-        yield lambda label: None
+        yield _Steps(lambda label: None, lambda count: None)
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -63,6 +78,7 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
     with bar:
         task = bar.add_task("reading", total=total)
         first = [True]
+        size = [total]
 
         def step(label: str) -> None:
             if not first[0]:
@@ -70,8 +86,17 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
             first[0] = False
             bar.update(task, description=label)
 
-        yield step
-        bar.update(task, completed=total)
+        def set_total(count: int) -> None:
+            size[0] = count
+            bar.update(task, total=count)
+
+        yield _Steps(step, set_total)
+        bar.update(task, completed=size[0])
+
+
+def _timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    mark = time.perf_counter()
+    return function(*args), time.perf_counter() - mark
 
 
 def build_report(out: str | Path, to: str | Path | None = None, progress: bool = True) -> ReportResult:
@@ -80,7 +105,9 @@ def build_report(out: str | Path, to: str | Path | None = None, progress: bool =
 
     from castillo_core import __version__, detectors, read_schema, read_table
     from castillo_report import data as report_data
-    from castillo_report import plots, render
+    from castillo_report import figures as report_figures
+    from castillo_report import render
+    from castillo_report.examples import read_examples
 
     source = Path(out)
     if not (source / "prompts").is_dir():
@@ -89,11 +116,10 @@ def build_report(out: str | Path, to: str | Path | None = None, progress: bool =
     target = Path(to) if to is not None else source / "report"
     if target.exists() and not target.is_dir():
         raise ReportError(f"--to {target} is a file; pass a directory")
-    plots.require_matplotlib()  # before any work: one line saying what to install
+    report_figures.require_matplotlib()  # before any work: one line saying what to install
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    steps = 5 + 4 + 2 + 3  # read, stats, heatmaps (4 + up to 2 degeneration), 3 distributions, pages
-    with _progress(progress, steps) as step:
+    with _progress(progress, 3) as step, ThreadPoolExecutor(max_workers=1) as pool:
         step("reading prompts")
         mark = time.perf_counter()
         declared = detectors(read_schema(source, "prompts"), "flag_count")
@@ -108,12 +134,17 @@ def build_report(out: str | Path, to: str | Path | None = None, progress: bool =
         data = report_data.compute(table, str(source), manifest, metadata, declared=declared)
         del table
         timings["statistics"] = time.perf_counter() - mark
+        # the few example texts are read while the figures are drawn (pyarrow releases the GIL)
+        examples = pool.submit(_timed, read_examples, source, data.example_picks)
+        jobs = report_figures.plan(data)
+        step.total(3 + len(jobs))
         target.mkdir(parents=True, exist_ok=True)
         mark = time.perf_counter()
-        figures = plots.draw_all(data, target, step)
+        figures = report_figures.draw_all(jobs, target, step)
         timings["plots"] = time.perf_counter() - mark
         step("pages")
         mark = time.perf_counter()
+        data.examples, timings["examples"] = examples.result()
         generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
         render.write_json(target / "summary.json", render.summary(data, figures, __version__, generated))
         render.write_html(target / "index.html", data, figures, __version__, generated)
