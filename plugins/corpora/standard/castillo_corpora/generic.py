@@ -19,7 +19,7 @@ from castillo_core import ConfigError, CorpusError, Prompt
 from castillo_corpora import recipes
 from castillo_corpora.base import RecordCorpus
 from castillo_corpora.corpora import conversation_prompt
-from castillo_corpora.readers import HubSource, load_hub
+from castillo_corpora.hub import HubSource, load_hub
 
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -45,8 +45,9 @@ class GenericOptions(BaseModel):
         return value
 
 
-class HubOptions(GenericOptions):
-    config: str | None = Field(None, description="the hub dataset's configuration (subset) name")
+class HfOptions(GenericOptions):
+    config: str | None = Field(None, description="the hub dataset's configuration (subset) name (default: the card's)")
+    revision: str | None = Field(None, description="the hub commit, branch or tag to read (default: main)")
     hf_split: str = Field("train", description="the hub dataset's split to read")
     data_file: str | None = Field(None, description="read this file of the hub repository instead of a split")
 
@@ -117,7 +118,7 @@ class HubCorpus(JsonlCorpus):
     description = "any Hugging Face hub dataset: --source org/name, -C prompt_field=..., needs `datasets`"
     source_note = "--source ORG/NAME on the hub (needs the hub extra), or a local file like jsonl"
     size = "the hub dataset's"
-    options_model = HubOptions
+    options_model = HfOptions
 
     def dataset_name(self) -> str:
         if self.options.dataset:
@@ -135,5 +136,11 @@ class HubCorpus(JsonlCorpus):
             yield from super()._records()
             return
         options = self.options
-        hub = HubSource(source, filename=options.data_file, config=options.config, splits=(options.hf_split,))
-        yield from self._select(load_hub(hub, self.name), hub.label())
+        hub = HubSource(
+            source,
+            filename=options.data_file,
+            config=options.config,
+            splits=(options.hf_split,),
+            revision=options.revision,
+        )
+        yield from self._select(load_hub(hub, self.name, generic=True), hub.label())

@@ -1,4 +1,4 @@
-"""Reading corpus records: local files, v1 split directories, the Hugging Face hub.
+"""Reading corpus records: local files and v1 split directories (the Hub: ``hub.py``).
 
 Every reader returns plain Python records (dicts, for the formats corpora use) in the
 order of the source, because v1's selection is a function of that order. File-level
@@ -7,8 +7,7 @@ problems (missing file, unknown format, a JSON file that does not parse) raise a
 it becomes an :class:`Unreadable` record, which the corpus turns into a rejection, so a
 run never dies on the 900th line of a file.
 
-Heavy or optional libraries (pyarrow.parquet, datasets, huggingface_hub) are imported
-inside the functions that need them.
+pyarrow.parquet is imported inside the function that needs it.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import gzip
 import io
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -27,7 +25,6 @@ from castillo_core import CorpusError
 log = logging.getLogger(__name__)
 
 FORMATS = ("json", "jsonl", "parquet")
-_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 SOURCE_HELP = (
     "pass --source with a local file in the corpus's native format (json, jsonl or parquet, "
     "optionally .gz) or a directory of v1 split files raw_<Name>_<split>.json"
@@ -39,27 +36,6 @@ class Unreadable:
     """A line of a JSON-lines file that is not valid JSON (kept as a record to reject)."""
 
     reason: str
-
-
-@dataclass(frozen=True)
-class HubSource:
-    """Where a corpus lives on the Hugging Face hub.
-
-    With ``filename`` the exact file is downloaded (``huggingface_hub``) and read like a
-    local file, which keeps the record order of the file v1 used. Without it the dataset
-    is loaded with ``datasets.load_dataset(repo, config, split=...)``; several splits
-    are concatenated and, with ``sort_key``, sorted by that field (MBPP's task ids).
-    """
-
-    repo: str
-    filename: str | None = None
-    config: str | None = None
-    splits: tuple[str, ...] = ("train",)
-    sort_key: str | None = None
-
-    def label(self) -> str:
-        where = f"{self.repo}/{self.filename}" if self.filename else self.repo
-        return f"hub:{where}"
 
 
 def file_format(path: Path) -> tuple[str, bool]:
@@ -174,54 +150,3 @@ def v1_split_file(directory: Path, dataset: str, split: str, corpus: str) -> Pat
         + (f" (it has: {', '.join(present)})" if present else " (it has no raw_*.json files)")
         + f"; pick a split that is there with --split, or {SOURCE_HELP}"
     )
-
-
-def _short(exc: BaseException, limit: int = 160) -> str:
-    """An upstream error in one short line (hub errors can run to paragraphs)."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
-
-
-def load_hub(hub: HubSource, corpus: str) -> list[Any]:
-    """Records of a corpus from the Hugging Face hub, through the optional libraries."""
-    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in _OFFLINE_VARS)
-    hint = (
-        "the hub is switched off here (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE) and the file is not cached; "
-        if offline
-        else "install the hub extra (pip install 'castillo-corpora[hub]') and make sure the hub is reachable, or "
-    ) + f"download {hub.label()[4:]} once and {SOURCE_HELP}"
-    # A missing library: say how to install it, whether or not the hub is reachable.
-    missing = f"pip install 'castillo-corpora[hub]' (or: pip install 'castillo[hub]'), or download {hub.label()[4:]} "
-    missing += f"once and {SOURCE_HELP}"
-    if hub.filename:
-        try:
-            from huggingface_hub import hf_hub_download
-        except ImportError:
-            raise CorpusError(
-                f"corpus {corpus}: no --source given and the optional huggingface_hub library is not installed; "
-                f"{missing}"
-            ) from None
-        try:
-            local = hf_hub_download(repo_id=hub.repo, filename=hub.filename, repo_type="dataset")
-        except Exception as exc:  # noqa: BLE001 - any hub failure becomes one clear message
-            raise CorpusError(f"corpus {corpus}: could not fetch {hub.label()} ({_short(exc)}); {hint}") from None
-        return read_file(Path(local), corpus)
-    try:
-        import datasets
-    except ImportError:
-        raise CorpusError(
-            f"corpus {corpus}: no --source given and the optional datasets library is not installed; {missing}"
-        ) from None
-    records: list[Any] = []
-    try:
-        for split in hub.splits:
-            loaded = datasets.load_dataset(hub.repo, hub.config, split=split)
-            records.extend(dict(row) for row in loaded)
-    except Exception as exc:  # noqa: BLE001 - offline, missing dataset, bad config: one clear message
-        raise CorpusError(
-            f"corpus {corpus}: could not load {hub.label()} from the Hugging Face hub ({_short(exc)}); {hint}"
-        ) from None
-    if hub.sort_key:
-        records.sort(key=lambda r: r.get(hub.sort_key) if isinstance(r, dict) else 0)
-    log.info("corpus %s: %d records from %s", corpus, len(records), hub.label())
-    return records
