@@ -1,14 +1,19 @@
 """`castillo export OUT --format hf|castillo-v1 DEST`.
 
 The hf export is loaded back with `datasets.load_dataset(DEST, config)` offline, as a
-user of the hub would; the v1 export is read back with castillo's own v1 importer (a
-round trip) and, on v1's published test split, compared with v1's files themselves.
+user of the hub would, and the card's own code runs as written (tests/test_hub.py pushes
+an export to a stand-in of the Hub and loads it from there); the v1 export is read back
+with castillo's own v1 importer (a round trip) and, on v1's published test split,
+compared with v1's files themselves.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,53 +37,102 @@ def _v1_splits(directory: Path) -> Path:
     return directory
 
 
+def card_code(card: str, repo: str) -> str:
+    """The card's Python code blocks, joined, with the repository id the card names replaced by ``repo``."""
+    blocks = re.findall(r"```python\n(.*?)```", card, re.S)
+    assert blocks, card
+    return "\n".join(blocks).replace('"ORG/NAME"', json.dumps(repo))
+
+
+def run_card_code(code: str, tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a card's code as a user would, in a fresh interpreter with its own datasets cache."""
+    full = {**os.environ, "HF_HOME": str(tmp_path / "card-hf-home"), **(env or {})}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=300)
+    assert result.returncode == 0, f"the card's code failed:\n{code}\n{result.stderr[-3000:]}"
+    return result
+
+
+def _header(card: str) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(card.split("---\n")[1])
+
+
 def test_hf_export_loads_back_offline_with_configs_and_splits(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets", reason="pip install datasets (loads the export back)")
     out, dest = tmp_path / "out", tmp_path / "hf"
     castillo("import", "castillo-v1", str(_v1_splits(tmp_path / "v1")), str(out))
     result = castillo("export", str(out), "--format", "hf", str(dest))
-    assert "sanitized: train 3, validate 1, test 3, full 7" in result.stdout
-    assert "degenerate: train 2, validate 0, test 1, full 3" in result.stdout
+    assert "original: train 4, validate 1, test 3" in result.stdout
+    assert "sanitized-v1-length: train 3, validate 1, test 3" in result.stdout
+    assert "degenerate-v1-length: train 2, test 1" in result.stdout
+    assert "warning" not in result.stderr  # v1's own cap: v1's rule means what it says
 
     cache = str(tmp_path / "cache")
-    sanitized = datasets.load_dataset(str(dest), "sanitized", cache_dir=cache)
-    assert {name: ds.num_rows for name, ds in sanitized.items()} == {"train": 3, "validate": 1, "test": 3, "full": 7}
-    original = datasets.load_dataset(str(dest), "original", cache_dir=cache)
-    assert original["full"].num_rows == 8  # "Alpaca train d" (all samples capped) is only in original
+    original = datasets.load_dataset(str(dest), cache_dir=cache)  # the default config: the data unchanged
+    assert {name: ds.num_rows for name, ds in original.items()} == {"train": 4, "validate": 1, "test": 3}
     stored = {r["sample_id"]: r for r in read_table(out, "prompts").to_pylist()}
-    for row in original["full"]:
+    rows = [row for split in original.values() for row in split]
+    assert sorted(r["sample_id"] for r in rows) == sorted(stored)  # every row once: no split duplicated
+    for row in rows:
         assert {c: row[c] for c in V1_COLUMNS} == {c: stored[row["sample_id"]][c] for c in V1_COLUMNS}
+    sanitized = datasets.load_dataset(str(dest), "sanitized-v1-length", cache_dir=cache)
     story = next(r for r in sanitized["train"] if r["prompt_text"] == "Alpaca train b")
     assert story["output_sizes"] == [800, 900, 850] and story["longest_response"] == "TEXT DEGENERATION"
-    degenerate = datasets.load_dataset(str(dest), "degenerate", cache_dir=cache)
-    assert set(degenerate) == {"train", "test", "full"} and degenerate["full"].num_rows == 3
-    assert datasets.get_dataset_config_names(str(dest)) == ["sanitized", "original", "degenerate"]
+    degenerate = datasets.load_dataset(str(dest), "degenerate-v1-length", cache_dir=cache)
+    assert {name: ds.num_rows for name, ds in degenerate.items()} == {"train": 2, "test": 1}
+    names = ["original", "sanitized-v1-length", "degenerate-v1-length"]  # no responses: v1 published none
+    assert datasets.get_dataset_config_names(str(dest)) == names
 
     card = (dest / "README.md").read_text()
-    header = card.split("---")[1]
-    assert "- config_name: sanitized\n  default: true" in header
-    assert "  - split: validate\n    path: sanitized/validate-*.parquet" in header
-    assert "degenerate/validate" not in header  # an empty split is not declared (datasets refuses to build one)
-    assert "license: cc-by-4.0" in header
-    assert "| Alpaca | CC BY-NC 4.0 |" in card and "| Mbpp | CC BY 4.0 |" in card  # each corpus's licence
+    header = _header(card)
+    assert header["configs"][0] == {
+        "config_name": "original",
+        "default": True,
+        "data_files": [{"split": s, "path": f"original/{s}-*.parquet"} for s in ("train", "validate", "test")],
+    }
+    assert not any(f["split"] == "full" for c in header["configs"] for f in c["data_files"])
+    assert header["license"] == ["cc-by-4.0", "cc-by-nc-4.0"]  # the export's, Alpaca's; Mbpp's is cc-by-4.0 too
+    assert header["language"] == ["en", "code"]
+    assert header["source_datasets"] == ["yahma/alpaca-cleaned", "google-research-datasets/mbpp"]
+    assert "| Alpaca | yahma/alpaca-cleaned | CC BY-NC 4.0 | cc-by-nc-4.0 |" in card
     assert "| `output_sizes` | `list<element: int64>` |" in card  # the schema
     assert "castillo-v1" in card and "max_new_tokens=15000" in card  # provenance
+    printed = run_card_code(card_code(card, str(dest)), tmp_path).stdout
+    assert printed.split()[0] in {r["prompt_id"] for r in stored.values()}  # the card prints a row of this dataset
 
     refused = castillo("export", str(out), "--format", "hf", str(dest), check=False)
     assert refused.returncode == 2 and "not empty" in refused.stderr
     castillo("export", str(out), "--format", "hf", str(dest), "--force")
 
 
-def test_hf_export_of_a_run_carries_metric_columns_and_the_run_provenance(tmp_path: Path) -> None:
+def test_hf_export_of_a_run_carries_responses_metric_columns_and_warns_about_a_small_cap(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets", reason="pip install datasets (loads the export back)")
     out, dest = tmp_path / "out", tmp_path / "hf"
-    castillo("run", "--backend", "fake", "--corpus", "tiny", "--out", str(out), "--quiet", "-n", "4")
-    castillo("export", str(out), "--format", "hf", str(dest), "--license", "cc0-1.0", "--title", "Tiny lengths")
-    loaded = datasets.load_dataset(str(dest), cache_dir=str(tmp_path / "cache"))  # the default config: sanitized
-    assert set(loaded) == {"test", "full"} and loaded["test"].num_rows == 12
+    castillo(
+        "run", "--backend", "fake", "--corpus", "tiny", "--out", str(out), "--quiet", "-n", "4",
+        "--max-new-tokens", "200",
+    )  # fmt: skip
+    result = castillo(
+        "export", str(out), "--format", "hf", str(dest), "--license", "cc0-1.0", "--title", "Tiny lengths",
+        "--detector", "v1-length", "--detector", "repetition",
+    )  # fmt: skip
+    assert "warning: The v1-length rule" in result.stderr and "cap is 200 token(s)" in result.stderr
+    assert "responses: test 48" in result.stdout and "degenerate-repetition: test 12" in result.stdout
+    loaded = datasets.load_dataset(str(dest), cache_dir=str(tmp_path / "cache"))  # the default config: original
+    assert set(loaded) == {"test"} and loaded["test"].num_rows == 12
+    responses = datasets.load_dataset(str(dest), "responses", split="test", cache_dir=str(tmp_path / "cache"))
+    assert responses.num_rows == 48 and {"text", "output_tokens", "finish_reason"} <= set(responses.column_names)
     card = (dest / "README.md").read_text()
-    assert "license: cc0-1.0" in card and "# Tiny lengths" in card and "| Tiny | CC0 |" in card
-    assert "fake-rev" in card and "| fake--model | Tiny | 12 |" in card
+    header = _header(card)
+    assert header["license"] == ["cc0-1.0"] and "# Tiny lengths" in card and "| Tiny | - | CC0 | cc0-1.0 |" in card
+    configs = ["original", "sanitized-v1-length", "sanitized-repetition", "degenerate-repetition", "responses"]
+    assert [c["config_name"] for c in header["configs"]] == configs  # degenerate-v1-length flags nothing: undeclared
+    assert "> **Note.** The v1-length rule" in card and "fake-rev" in card and "| fake--model | Tiny | 12 |" in card
+    assert "| `output_tokens` |" in card  # the responses config's schema
+    run_card_code(card_code(card, str(dest)), tmp_path)
+    plain = castillo("export", str(out), "--format", "hf", str(tmp_path / "plain"), "--no-views")
+    assert plain.stdout.splitlines()[:2] == ["original: test 12", "responses: test 48"] and not plain.stderr
 
 
 def _normalized(rows: list[dict[str, Any]], v1_counts: bool = False) -> dict[str, dict[str, Any]]:
@@ -174,7 +228,7 @@ def test_export_force_replaces_only_the_files_it_wrote(tmp_path: Path, fmt: str)
     first = json.loads((dest / RECORD).read_text())
     assert first["complete"] and first["castillo_export"] == fmt and all(first["files"].values())
     user = {"notes.txt": "my notes", "drafts/todo.md": "- push it"}
-    user["README.md" if fmt == "castillo-v1" else "sanitized/NOTES.md"] = "mine, not the export's"
+    user["README.md" if fmt == "castillo-v1" else "original/NOTES.md"] = "mine, not the export's"
     for name, text in user.items():
         (dest / name).parent.mkdir(exist_ok=True)
         (dest / name).write_text(text)

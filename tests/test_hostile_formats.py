@@ -231,7 +231,8 @@ def test_hf_export_writes_only_inside_the_destination(tmp_path: Path, outside: N
     files = {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()}
     assert files == {*record["files"], ".castillo-export"}
     shards = files - {"README.md", ".castillo-export"}
-    assert shards and all(re.fullmatch(r"(original|sanitized|degenerate)/\w+-\d+-of-\d+\.parquet", f) for f in shards)
+    layout = r"(original|(sanitized|degenerate)-v1-length)/\w+-\d+-of-\d+\.parquet"  # fixed names only
+    assert shards and all(re.fullmatch(layout, f) for f in shards)
 
 
 # -- report -------------------------------------------------------------------------------

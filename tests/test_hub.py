@@ -196,3 +196,103 @@ def test_castillo_run_alpaca_with_no_source_reads_the_hub(
     stored = read_table(out, "prompts").column("prompt_id").to_pylist()
     local = _prompts("--corpus", "alpaca", "--source", str(served["alpaca"].local), "--limit", "2")
     assert sorted(stored) == sorted(p["prompt_id"] for p in local) and len(stored) == 2
+
+
+# -- exports pushed to the Hub -------------------------------------------------------------
+
+
+def test_export_push_to_hub_then_the_cards_code_loads_it_from_the_hub(tmp_path: Path) -> None:
+    from tests.test_export import card_code, run_card_code
+
+    out, dest = tmp_path / "out", tmp_path / "hf"
+    castillo("run", "--backend", "fake", "--corpus", "tiny", "--out", str(out), "--quiet", "-n", "4")
+    with HubStandIn() as hub:
+        env = hub.env(str(tmp_path / "hf-home"), token="hf_stand_in_token")
+        pushed = castillo_process(
+            "export", str(out), "--format", "hf", str(dest), "--push-to-hub", "lab/tiny-lengths", env=env
+        )
+        assert "pushed to the Hub dataset lab/tiny-lengths" in pushed.stdout
+        assert "hf_stand_in_token" not in pushed.stdout + pushed.stderr
+        files = hub.files("lab/tiny-lengths")
+        written = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+        assert sorted(files) == sorted({*written, ".gitattributes"} - {".castillo-export"})
+        assert all(files[name] == (dest / name).read_bytes() for name in written if name != ".castillo-export")
+        writes = [r for r in hub.requests if r.method in ("POST", "PUT") and not r.path.startswith("/upload/")]
+        assert writes and all(r.authorization == "Bearer hf_stand_in_token" for r in writes)
+        assert {"/api/repos/create", "/api/datasets/lab/tiny-lengths/preupload/main"} <= {r.path for r in writes}
+        assert "/api/datasets/lab/tiny-lengths/commit/main" in hub.paths("POST")
+        assert any(p.endswith(".git/info/lfs/objects/batch") for p in hub.paths("POST"))  # Parquet over LFS
+
+        card = files["README.md"].decode()
+        assert 'REPO = "lab/tiny-lengths"' in card
+        code = card_code(card, "lab/tiny-lengths")  # as written: the card names the repository it was pushed to
+        run_card_code(code, tmp_path, env={k: v for k, v in env.items() if k != "HF_HOME"})
+
+        castillo_process(
+            "export", str(out), "--format", "hf", str(dest), "--no-views", "--force", "--push-to-hub",
+            "lab/tiny-lengths", env=env,
+        )  # fmt: skip
+        again = hub.files("lab/tiny-lengths")
+        assert not [name for name in again if name.startswith("sanitized-")]  # the first push's views are gone
+        assert len(hub.repos["lab/tiny-lengths"].commits) == 3  # created, pushed, pushed
+
+        no_token = {**env, "HF_TOKEN": ""}
+        refused = castillo_process(
+            "export", str(out), "--format", "hf", str(tmp_path / "other"), "--push-to-hub", "lab/x", env=no_token,
+            check=False,
+        )  # fmt: skip
+        line = _error_line(refused)
+        assert "lab/x" in line and "HF_TOKEN" in line and "the export is written" in line
+        assert (tmp_path / "other" / "README.md").is_file()
+
+
+# -- CASTILLO v1 from the Hub --------------------------------------------------------------
+
+
+def _v1_results(tmp_path: Path) -> dict[str, list[Path]]:
+    """A few of v1's published result files for the test split (from ../shared), and a small train split."""
+    from tests.test_v1_import import MODEL, v1_record, write_v1
+
+    if SHARED_V1.is_dir():
+        results = SHARED_V1 / "results" / "test"
+        test = [results / f"preproc_{d}_test_{MODEL}.json" for d in ("Mbpp", "DS1000", "Alpaca")]
+    else:
+        records = [v1_record("Mbpp", MODEL, f"Task {i}.", [40 + i, 50, 60]) for i in range(5)]
+        test = [write_v1(tmp_path / "v1-test", "Mbpp", "test", MODEL, records)]
+    train = [write_v1(tmp_path / "v1-train", "Mbpp", "train", MODEL, [v1_record("Mbpp", MODEL, "Train.", [10, 12])])]
+    return {"test": test, "train": train}
+
+
+def test_import_castillo_v1_from_the_hub_downloads_only_the_split_asked_for(tmp_path: Path) -> None:
+    from castillo_core import read_table
+    from tests.fixtures.hub_server import V1_HUB_ID, castillo_v1_repository
+
+    results = _v1_results(tmp_path)
+    local = tmp_path / "local"
+    for path in results["test"]:
+        castillo("import", "castillo-v1", str(path), str(local))
+    home = str(tmp_path / "hf-home")
+    hub = HubStandIn()
+    hub.add_dataset(V1_HUB_ID, castillo_v1_repository(results))
+    with hub:
+        env = hub.env(home)
+        out = tmp_path / "from-hub"
+        result = castillo_process("import", "castillo-v1", V1_HUB_ID, str(out), "--split", "test", env=env)
+        rows = len(json.loads(hub.files(V1_HUB_ID)["original/original_test.json"]))
+        assert f"imported {rows} row(s) from 1 file(s)" in result.stdout
+        fetched = [p for p in hub.paths("HEAD") if "/resolve/" in p]
+        assert [p.rsplit("/", 1)[-1] for p in fetched] == ["README.md", "original_test.json"]  # not the train file
+        line = _error_line(
+            castillo_process("import", "castillo-v1", V1_HUB_ID, str(out), "--split", "validate", env=env, check=False)
+        )
+        assert V1_HUB_ID in line and "no split validate" in line and "train, test" in line and "--split" in line
+    mine, theirs = read_table(out, "prompts").to_pylist(), read_table(local, "prompts").to_pylist()
+    columns = ("sample_id", "prompt_id", "model", "dataset", "split", "output_sizes", "output_mean", "n_length_capped")
+    assert sorted(tuple(r[c] for c in columns) for r in mine) == sorted(tuple(r[c] for c in columns) for r in theirs)
+    assert {r["config_hash"] for r in mine} == {r["config_hash"] for r in theirs}  # one cell: imports agree
+
+    again = castillo_process("import", "castillo-v1", V1_HUB_ID, str(local), "--split", "test", env=env)
+    assert "imported 0 row(s)" in again.stdout and f"{rows} already present" in again.stdout  # the Hub is gone
+    assert "cache" in again.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["imports"][-1]["path"].startswith(f"hf://datasets/{V1_HUB_ID}@")

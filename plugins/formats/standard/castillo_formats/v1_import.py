@@ -43,6 +43,12 @@ class V1File:
     path: Path
     split: str | None
     records: list[dict[str, Any]]
+    origin: str | None = None
+    """Where the file came from when not a local path the user gave (``hf://datasets/...``)."""
+
+    @property
+    def source(self) -> str:
+        return self.origin or str(self.path)
 
 
 def split_from_name(path: Path) -> str | None:
@@ -67,25 +73,42 @@ def find_files(path: str | Path) -> list[Path]:
     return files
 
 
-def read_file(path: str | Path) -> V1File:
-    """Read and validate one v1 file; every problem names the file and the record."""
+def _json_lines(text: str, file: Path) -> list[Any]:
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise V1ImportError(f"{file} line {number} is not valid JSON ({exc.msg})") from None
+    return records
+
+
+def read_file(path: str | Path, split: str | None = None, origin: str | None = None) -> V1File:
+    """Read and validate one v1 file (a JSON list, or JSON lines); every problem names the file and the record.
+
+    ``split``: the split of its rows when the file name does not say (a file of the Hub's layout).
+    """
     file = Path(path)
     try:
-        with open(file, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise V1ImportError(f"{file} is not valid JSON ({exc}); v1 files hold one JSON list of records") from None
+        text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise V1ImportError(f"{file} cannot be read: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg != "Extra data":
+            raise V1ImportError(f"{file} is not valid JSON ({exc}); v1 files hold one JSON list of records") from None
+        data = _json_lines(text, file)
     if not isinstance(data, list):
         raise V1ImportError(f"{file} holds a JSON {type(data).__name__}, not a list; v1 files hold one list of records")
-    split = split_from_name(file)
+    split = split if split is not None else split_from_name(file)
     problem = name_problem(split) if split is not None else None
     if problem:
         raise V1ImportError(f"{file}: the split {shown(split)} in the file name cannot be stored ({problem})")
     for index, record in enumerate(data):
         _check_record(file, index, record)
-    return V1File(file, split, data)
+    return V1File(file, split, data, origin)
 
 
 def _check_record(file: Path, index: int, record: Any) -> None:
@@ -248,7 +271,14 @@ class ImportSummary:
 
 
 def import_v1(path: str | Path, out: str | Path, cap: int = V1_MAX_NEW_TOKENS) -> ImportSummary:
-    """Import v1 results files into the castillo output ``out`` (resumable, idempotent).
+    """Import v1 results files (a file, or a directory of them) into the castillo output ``out``."""
+    if cap < 2:
+        raise V1ImportError(f"--cap {cap}: the cap must be at least 2 tokens")
+    return import_files([read_file(p) for p in find_files(path)], str(path), out, cap)
+
+
+def import_files(files: list[V1File], origin: str, out: str | Path, cap: int = V1_MAX_NEW_TOKENS) -> ImportSummary:
+    """Import read v1 files into the castillo output ``out`` (resumable, idempotent).
 
     Every file is validated before anything is written, so a bad file in a directory
     fails the import cleanly instead of leaving half of it behind. Rows go through
@@ -260,7 +290,6 @@ def import_v1(path: str | Path, out: str | Path, cap: int = V1_MAX_NEW_TOKENS) -
 
     if cap < 2:
         raise V1ImportError(f"--cap {cap}: the cap must be at least 2 tokens")
-    files = [read_file(p) for p in find_files(path)]
     store = Store(out)
     with store.lock():  # one writer per output, as `castillo run`
         store.open()
@@ -298,13 +327,13 @@ def import_v1(path: str | Path, out: str | Path, cap: int = V1_MAX_NEW_TOKENS) -
                     summary.written += len(unique)
                 entry = manifest.cell(cell_hash, model, dataset)
                 entry.model_id = model.replace("--", "/", 1)
-                entry.backend, entry.config, entry.status, entry.source = V1_BACKEND, config, "done", str(file.path)
+                entry.backend, entry.config, entry.status, entry.source = V1_BACKEND, config, "done", file.source
                 entry.prompts_total = entry.prompts_done = len(seen)
                 summary.cells[cell_hash] = entry.model_dump(mode="json")
         manifest.imports.append(
             {
                 "source": "castillo-v1",
-                "path": str(path),
+                "path": origin,
                 "files": summary.files,
                 "written": summary.written,
                 "skipped": summary.skipped,
