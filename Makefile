@@ -23,7 +23,7 @@ DIST ?= dist
 
 DEMO_OUT ?= runs/demo
 
-.PHONY: install test test-fast lint format demo bench dist version clean
+.PHONY: install test test-fast lint format demo bench dist gpu-kit version clean
 
 install: $(STAMP)
 
@@ -74,6 +74,11 @@ dist: install
 	rm -f $(DIST)/castillo*.whl $(DIST)/castillo*.tar.gz
 	for d in $(DISTS); do $(PY) -m build -q --no-isolation --outdir $(DIST) $$d || exit 1; done
 	@ls $(DIST)
+
+# The GPU kit's wheelhouse (bench/gpu/prepare.py): castillo's wheels and what the GPU machine lacks,
+# into .gpu-kit/ (ignored), which the run tool carries; docs/benchmarks.md, "GPU kit", has the runbook.
+gpu-kit: install
+	$(PY) bench/gpu/prepare.py --out .gpu-kit
 
 # One version for every distribution: make version V=0.3.0 rewrites VERSION and every
 # castillo-to-castillo requirement range (scripts/set_version.py).
