@@ -23,6 +23,7 @@ How it works:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections import deque
@@ -262,6 +263,14 @@ class Scheduler:
         self.stats.prefills += 1
         self.stats.prefill_tokens += len(job.ids)
 
+    def _cache_keyword(self) -> str:
+        """``cache`` in recent transformers 5.x, ``past_key_values`` before it (5.17-5.19 and 4.x)."""
+        keyword = getattr(self, "_cache_kw", None)
+        if keyword is None:
+            parameters = inspect.signature(self.model.forward).parameters
+            keyword = self._cache_kw = "cache" if "cache" in parameters else "past_key_values"
+        return keyword
+
     def decode(self, cache: SlotCache, tokens: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
         width = cache.width
         columns = torch.arange(width + 1, device=self.device)
@@ -274,8 +283,8 @@ class Scheduler:
             input_ids=tokens.unsqueeze(1),
             position_ids=lens.unsqueeze(1),
             attention_mask=mask,
-            cache=cache,
             use_cache=True,
+            **{self._cache_keyword(): cache},
         )
         rows = tokens.shape[0]
         self.stats.decode_steps += 1
