@@ -2,8 +2,9 @@
 
 Fast tests use tests/fixtures/tiny_gguf.py (cached under the pytest cache): token
 counts and finish reasons, truncation, no double BOS, seeds, the N-sequence batch (the
-samples differ, the prompt is evaluated once, the batch stays full), a context too
-small, and the whole path through `castillo run`. The slow test runs the bundled
+samples differ, the prompt is evaluated once, the batch stays full), the deterministic
+mode (a prompt's samples independent of the other prompts, as a resume needs), a context
+too small, and the whole path through `castillo run`. The slow test runs the bundled
 SmolLM2 end to end and checks its answers for sense.
 """
 
@@ -159,6 +160,14 @@ def test_speed_options_stay_out_of_the_config_hash() -> None:
         {"n_ctx": 4096, "n_threads": 8, "n_gpu_layers": -1, "n_parallel": 32, "chat_template": "none"}
     )
     assert hashed == {"chat_template": "none"}
+    # deterministic=false is the default mode: hashed as before the option existed
+    assert LlamaCppBackend.hashed_options({"n_parallel": 32, "deterministic": False}) == {}
+    # the deterministic mode changes the numbers, and in it n_parallel sets the batches
+    assert LlamaCppBackend.hashed_options({"n_parallel": 32, "n_threads": 4, "deterministic": True}) == {
+        "deterministic": True,
+        "n_parallel": 32,
+    }
+    assert LlamaCppBackend.hashed_options({"deterministic": "true"}) == {"deterministic": True, "n_parallel": 16}
 
 
 def test_options_are_typed() -> None:
@@ -261,6 +270,48 @@ def test_same_seed_same_lengths_and_texts(open_backend: Callable[..., Any]) -> N
     first, again, other = run(7), run(7), run(8)
     assert first == again
     assert first != other
+
+
+@needs_llama
+def test_deterministic_mode_a_prompts_samples_do_not_depend_on_the_other_prompts(
+    open_backend: Callable[..., Any],
+) -> None:
+    """What a resume does: the remaining prompts in a fresh backend, or after others in one.
+
+    In the deterministic mode every prompt's completions are bit-identical whichever prompts
+    ran before or beside it (n_parallel=4 < n=6: samples also wait for a slot of their prompt).
+    """
+
+    def outcome(backend: LlamaCppBackend, requests: list[Any]) -> dict[str, list[tuple[int, str, str]]]:
+        results = _generate(backend, requests, max_new_tokens=40)
+        by_key = {r.key: r.prompt.prompt_id for r in requests}
+        return {by_key[r.key]: [(c.output_tokens, c.finish_reason, c.text) for c in r.completions] for r in results}
+
+    def fresh(**options: Any) -> LlamaCppBackend:
+        return open_backend(n_parallel=4, deterministic=True, **options)
+
+    backend = fresh()
+    requests = _requests(backend, QUESTIONS[:8], n=6)
+    whole = outcome(backend, requests)
+    # killed after three prompts, resumed in a fresh process (other threads, another n_ctx)
+    resumed = {**outcome(fresh(), requests[:3]), **outcome(fresh(n_threads=2, n_ctx=4096), requests[3:])}
+    assert resumed == whole
+    # a prompt in the middle already stored; other prompts ran first in the same context
+    reused = fresh()
+    outcome(reused, requests[5:])
+    subset = requests[:2] + requests[3:5]
+    assert outcome(reused, subset) == {r.prompt.prompt_id: whole[r.prompt.prompt_id] for r in subset}
+
+
+@needs_llama
+def test_deterministic_mode_refuses_a_context_that_would_shrink_its_batches(open_backend: Callable[..., Any]) -> None:
+    backend = open_backend(n_ctx=256, n_parallel=8, deterministic=True)
+    with pytest.raises(BackendError, match=r"deterministic mode runs 6 samples .* needs \d+ KV cells.*n_ctx is 256"):
+        _generate(backend, _requests(backend, QUESTIONS[:1], n=6), max_new_tokens=64)
+    # sized by the backend (n_ctx unset) it always fits
+    backend = open_backend(n_parallel=8, deterministic=True)
+    [result] = _generate(backend, _requests(backend, QUESTIONS[:1], n=6), max_new_tokens=64)
+    assert len(result.completions) == 6
 
 
 @needs_llama

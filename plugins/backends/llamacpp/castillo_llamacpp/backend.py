@@ -57,6 +57,11 @@ class LlamaCppOptions(BaseModel):
         None, description="a Jinja chat template replacing the GGUF's own; 'none' feeds the prompt text as is"
     )
     verbose: bool = Field(False, description="let llama.cpp print its own logs")
+    deterministic: bool = Field(
+        False,
+        description="run each prompt alone in a cleared KV cache, so a resumed run is bit-identical to an "
+        "uninterrupted one (slower; n_parallel then enters the config hash)",
+    )
 
 
 class LlamaCppBackend(Backend):
@@ -94,7 +99,18 @@ class LlamaCppBackend(Backend):
 
     @classmethod
     def hashed_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in options.items() if k not in SPEED_OPTIONS}
+        """Options that change the numbers.
+
+        ``deterministic`` does (a prompt no longer shares batches with its neighbours), and
+        in that mode so does ``n_parallel``: it fixes the batches a prompt's samples decode
+        in. Left out when false, so runs from before the option existed keep their hash.
+        """
+        hashed = {k: v for k, v in options.items() if k not in SPEED_OPTIONS and k != "deterministic"}
+        parsed = parse_options(LlamaCppOptions, options, "backend llamacpp")
+        if parsed.deterministic:
+            hashed["deterministic"] = True
+            hashed["n_parallel"] = parsed.n_parallel
+        return hashed
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -130,6 +146,7 @@ class LlamaCppBackend(Backend):
                 "n_ctx_train": model.n_ctx_train,
                 "add_bos": model.add_bos,
                 "n_parallel": self.options.n_parallel,
+                "deterministic": self.options.deterministic,
                 "n_gpu_layers": self.options.n_gpu_layers if gpu else 0,
             },
         )
@@ -288,5 +305,7 @@ class LlamaCppBackend(Backend):
         if not requests:
             return
         ctx, holders = self._context_for(requests, config)
-        self.generator = BatchedGenerator(self._require_model(), ctx, self.options.n_parallel, holders)
+        self.generator = BatchedGenerator(
+            self._require_model(), ctx, self.options.n_parallel, holders, deterministic=self.options.deterministic
+        )
         yield from self.generator.run(requests, settings, config.max_new_tokens)

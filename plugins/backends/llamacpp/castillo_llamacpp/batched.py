@@ -16,6 +16,14 @@ How a prompt flows through one context:
    samples wait than there are slots), so a freed slot never waits for a prefill and
    the batch stays full until the work runs out.
 
+*Deterministic mode* (``deterministic=True``): the same loop, one prompt at a time. Each
+prompt runs alone in a cleared KV cache, so its prefill, the batches its samples decode in
+and the cells they occupy depend on that prompt (and the options) only, never on which
+prompts came before it or were already stored: a resumed run is bit-identical to an
+uninterrupted one. The default mode lets a prompt share batches and cache cells with its
+neighbours (prefilled ahead, slots refilled by the next prompt), which is faster but makes
+its logits round differently when the neighbours change (docs/backends/llamacpp.md).
+
 KV memory is reserved, not hoped for: a prompt reserves its prefix, a running sample
 ``max_new_tokens`` cells. A prompt or sample that does not fit waits for others to
 finish (a smaller batch), and a prompt that cannot fit even alone is refused up front
@@ -96,13 +104,16 @@ class Stats:
 class BatchedGenerator:
     """Runs requests through one context with ``n_parallel`` sample slots."""
 
-    def __init__(self, model: Model, ctx: Context, n_parallel: int, n_holders: int) -> None:
+    def __init__(
+        self, model: Model, ctx: Context, n_parallel: int, n_holders: int, deterministic: bool = False
+    ) -> None:
         if ctx.n_seq_max < n_parallel + n_holders:
             raise ValueError("context has fewer sequences than slots + holders")
         self.model = model
         self.ctx = ctx
         self.n_parallel = n_parallel
         self.n_holders = n_holders
+        self.deterministic = deterministic
         self.stats = Stats()
         self._settings: SamplingSettings | None = None
         self._max_new = 0
@@ -128,7 +139,12 @@ class BatchedGenerator:
     # -- the loop --------------------------------------------------------------------------
 
     def check_fits(self, requests: Sequence[GenerationRequest], max_new_tokens: int) -> None:
-        """Refuse, before any work, a prompt that cannot fit in the context even alone."""
+        """Refuse, before any work, a prompt that cannot fit in the context even alone.
+
+        In the deterministic mode a prompt must also fit with all the samples it runs at once
+        (``min(n, n_parallel)``): a context too small to hold them would shrink its batches,
+        so ``n_ctx`` would change the numbers; refused instead, so it never does.
+        """
         budget = self.ctx.n_ctx
         for request in requests:
             tokens = request.rendered.payload
@@ -141,6 +157,15 @@ class BatchedGenerator:
                     f"max_new_tokens={max_new_tokens} one sample needs {need} KV cells but n_ctx is {budget}. "
                     f"Raise n_ctx (-B n_ctx={need}) or lower --max-new-tokens / --max-prompt-tokens."
                 )
+            rows = min(request.n, self.n_parallel)
+            need = len(tokens) - 1 + rows * max_new_tokens
+            if self.deterministic and need > budget:
+                raise BackendError(
+                    f"backend llamacpp: deterministic mode runs {rows} samples of prompt "
+                    f"{request.prompt.prompt_id} ({len(tokens)} tokens) at once, which needs {need} KV cells "
+                    f"with max_new_tokens={max_new_tokens}, but n_ctx is {budget}. Raise n_ctx (-B n_ctx={need}) "
+                    f"or leave it unset (sized to fit)."
+                )
 
     def run(
         self, requests: Sequence[GenerationRequest], settings: SamplingSettings, max_new_tokens: int
@@ -149,7 +174,17 @@ class BatchedGenerator:
         self._settings = settings
         self._max_new = max_new_tokens
         self.check_fits(requests, max_new_tokens)
+        if not self.deterministic:
+            yield from self._run(requests, max_new_tokens)
+            return
+        for request in requests:  # one prompt per wave, each in a cleared cache
+            yield from self._run((request,), max_new_tokens)
+
+    def _run(self, requests: Sequence[GenerationRequest], max_new_tokens: int) -> Iterator[PromptResult]:
         ctx = self.ctx
+        # Whatever an earlier call left (it is cleared on the way out too): every call starts
+        # from an empty cache, so where its cells go depends on this call alone.
+        ctx.clear()
         budget = ctx.n_ctx
         batch = Batch(ctx.n_batch)
         queue: deque[GenerationRequest] = deque(requests)
