@@ -39,6 +39,7 @@ from castillo_core.api.errors import (
 )
 from castillo_core.api.hookspecs import hookimpl
 from castillo_core.api.ids import model_name, prompt_id, prompt_seed, sample_id
+from castillo_core.api.lazy import lazy_module
 from castillo_core.api.metric import Metric, MetricContext, ResponseBatch
 from castillo_core.api.records import (
     Completion,
@@ -125,11 +126,10 @@ __all__ = [
     "Rendered", "ResponseBatch", "RunSpec", "RunSummary", "RunnerSettings", "SamplingSettings", "StopFlag",
     "Store", "StoreError", "UnknownNameError", "View", "__version__", "atomic_write_bytes", "build_requests",
     "clean_up_spaces", "config_hash", "cut_with_tokenizer", "declared_columns", "detectors", "encode_prompt",
-    "flag_column", "flag_count_column",
-    "get_plugins", "has_chat_template", "high_variance_limit", "hookimpl", "length_stats", "load_spec",
-    "missing_requirements", "model_name", "open_dataset", "parse_options", "prompt_id", "prompt_seed",
-    "prompts_schema", "read_manifest", "read_schema", "read_table", "redact", "render_with_tokenizer",
-    "responses_schema", "run", "sample_id", "segment", "select_prompts", "summarize", "template_ids",
-    "v1_length_flags", "v1_output_tokens",
+    "flag_column", "flag_count_column", "get_plugins", "has_chat_template", "high_variance_limit", "hookimpl",
+    "lazy_module", "length_stats", "load_spec", "missing_requirements", "model_name", "open_dataset",
+    "parse_options", "prompt_id", "prompt_seed", "prompts_schema", "read_manifest", "read_schema", "read_table",
+    "redact", "render_with_tokenizer", "responses_schema", "run", "sample_id", "segment", "select_prompts",
+    "summarize", "template_ids", "v1_length_flags", "v1_output_tokens",
 ]
 # fmt: on

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from castillo_core import (
@@ -30,9 +29,12 @@ from castillo_core import (
     flag_column,
     flag_count_column,
     hookimpl,
+    lazy_module,
     v1_length_flags,
 )
 from castillo_metrics.repetition import MAX_COMPRESSION, NEEDLE, WINDOW, repetition_scores
+
+np = lazy_module("numpy")
 
 REPETITION = "repetition"
 

@@ -15,17 +15,27 @@ Definitions (each equal to the plain-Python expression, which the tests check):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
+from castillo_core import Column, Metric, ResponseBatch, hookimpl, lazy_module
 
-from castillo_core import Column, Metric, ResponseBatch, hookimpl
+np = lazy_module("numpy")
+
 
 _LAST_SPACE = 0x3000  # the highest code point for which str.isspace() is true
-_SPACE = np.array([chr(c).isspace() for c in range(_LAST_SPACE + 2)], dtype=bool)  # last entry: "beyond"
-_BYTE_SPACE = _SPACE[:256].copy()
-_BYTE_SPACE[128:] = False  # in UTF-8, bytes >= 0x80 belong to multi-byte characters
+
+
+@functools.cache
+def _space_tables() -> tuple[Any, Any]:
+    """Whitespace lookup tables: by code point (last entry: "beyond") and by UTF-8 byte."""
+    space = np.array([chr(c).isspace() for c in range(_LAST_SPACE + 2)], dtype=bool)
+    byte_space = space[:256].copy()
+    byte_space[128:] = False  # in UTF-8, bytes >= 0x80 belong to multi-byte characters
+    return space, byte_space
+
+
 _WIDE_SPACES = tuple(chr(c) for c in range(128, _LAST_SPACE + 1) if chr(c).isspace())
 
 
@@ -67,22 +77,22 @@ def _chunk_lengths(texts: Sequence[str], chars: np.ndarray) -> tuple[np.ndarray,
     if joined.isascii():  # O(1) for str
         data: np.ndarray = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
         sizes = chars
-        table = _BYTE_SPACE
+        table = _space_tables()[1]
     elif not any(space in joined for space in _WIDE_SPACES):
         parts = [text.encode("utf-8", "surrogatepass") for text in texts]
         data = np.frombuffer(b"".join(parts), dtype=np.uint8)
         sizes = np.fromiter(map(len, parts), dtype=np.int64, count=count)
-        table = _BYTE_SPACE
+        table = _space_tables()[1]
     else:
         data = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         data = np.minimum(data, _LAST_SPACE + 1)
         sizes = chars
-        table = _SPACE
+        table = _space_tables()[0]
     offsets = np.zeros(count + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
     # One spare element at the end keeps reduceat's indices in range when trailing texts are empty.
     space = np.empty(len(data) + 1, dtype=bool)
-    if table is _SPACE:
+    if table is _space_tables()[0]:
         np.take(table, data, out=space[:-1])
     else:
         _ascii_space(data, space[:-1])

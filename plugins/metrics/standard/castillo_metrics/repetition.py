@@ -32,7 +32,10 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
+from castillo_core import lazy_module
+
+np = lazy_module("numpy")
+
 
 WINDOW = 8192
 """Characters at the end of a text that are analysed (the fast path for long texts)."""

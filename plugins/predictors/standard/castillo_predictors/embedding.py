@@ -15,11 +15,12 @@ import logging
 import os
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from castillo_core import Predictor, parse_options
+from castillo_core import Predictor, lazy_module, parse_options
 from castillo_predictors.features import BoostedCells, CategoryBlock, TargetTransform, log_input_size, texts
+
+np = lazy_module("numpy")
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
+from castillo_core import lazy_module
+
+np = lazy_module("numpy")
 
 
 def texts(rows: Any) -> list[str]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from castillo_core import Predictor, parse_options
+from castillo_core import Predictor, lazy_module, parse_options
 from castillo_predictors.features import GroupMeans, TargetTransform, categories, log_input_size
+
+np = lazy_module("numpy")
 
 
 class _NoOptions(BaseModel):

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from castillo_core import Predictor, parse_options
+from castillo_core import Predictor, lazy_module, parse_options
 from castillo_predictors.features import BoostedCells, CategoryBlock, TargetTransform, log_input_size, texts
+
+np = lazy_module("numpy")
 
 _HINT = "pip install scikit-learn (or: pip install 'castillo-predictors[sklearn]')"
 
