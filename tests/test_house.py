@@ -183,3 +183,23 @@ def test_build_requests_is_the_one_seed_rule() -> None:
     assert [r.key for r in requests] == [0, 1, 2]
     assert [r.seed for r in requests] == [prompt_seed(7, p.prompt_id, 4) for p in prompts]
     assert len({r.seed for r in requests}) == 3 and all(r.n == 4 for r in requests)
+
+
+def test_version_imports_no_plugin_and_listing_imports_no_numerical_library() -> None:
+    code = (
+        "import sys\n"
+        "from castillo_core.cli import main\n"
+        "sys.argv = ['castillo', '--version']\n"
+        "main()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('castillo_') and m != 'castillo_core'"
+        " and not m.startswith('castillo_core.')))\n"
+        "from castillo_core.cli.info import backend_rows, corpus_rows, metric_detail_rows\n"
+        "backend_rows(); corpus_rows(); metric_detail_rows()\n"
+        "print(sorted(m for m in ('numpy', 'pyarrow', 'pandas', 'torch', 'sklearn') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    version, plugins, numerical = proc.stdout.splitlines()
+    assert version.startswith("castillo, version ")
+    assert plugins == "[]", "--version imports no plugin"
+    assert numerical == "[]", "listing backends, corpora and metrics imports no numerical library"

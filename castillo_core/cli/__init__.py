@@ -313,9 +313,16 @@ def _add_core_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script: add core and plugin commands, then run."""
+    """Entry point of the console script: add core and plugin commands, then run.
+
+    ``castillo --version`` answers before any plugin is discovered (it needs none).
+    """
     from castillo_core.plugins import get_plugins
 
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "--version":
+        click.echo(f"castillo, version {__version__}")
+        return
     _add_core_commands()
     get_plugins().register_commands(cli)
     cli.main(args=argv, prog_name="castillo")
