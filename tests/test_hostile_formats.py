@@ -249,7 +249,8 @@ def test_report_draws_hostile_names_as_text(tmp_path: Path, outside: None, kind:
     summary = json.loads((report / "summary.json").read_text())
     assert {c["model"] for c in summary["cells"]} == {value}
     pngs = {p.name for p in report.iterdir() if p.suffix == ".png"}
-    assert {f["file"] for f in summary["figures"]} == pngs and len(pngs) == 3  # one cell: a table, a histogram, its prompts
+    # one cell: a table, a histogram, its prompts
+    assert {f["file"] for f in summary["figures"]} == pngs and len(pngs) == 3
     assert all(len(name.encode()) < 120 and re.fullmatch(r"[\w.+=@,~-]+", name) for name in pngs)
     page = (report / "index.html").read_text()
     assert sorted(re.findall(r'<img src="([^"]+)"', page)) == sorted(pngs)
