@@ -4,13 +4,14 @@
    v1's ``longest_response`` texts of its test split (14,121 texts, 38 MB; skipped when
    ../shared is absent), with the detector's precision and recall against v1-length.
 2. The engine benchmark's setup (fake backend, ``mean_tokens=200``, N=10, cap 1024, as
-   bench/engine_overhead.py) run with no metrics and with ``length`` + ``degeneration``,
-   alternating A and B in fresh processes, best of ``--repeats``; the slowdown is
-   ``1 - rate_B / rate_A`` per A/B pair (median printed). On a shared machine the pairs
-   scatter widely, so run B also times its metrics' ``score``/``aggregate`` calls: their
-   share of B's run time is the slowdown measured inside one process under one load
-   (adding columns to the tables costs nothing measurable; checked with a metric that
-   returns constant columns), and it is the figure on the RESULT line.
+   bench/engine_overhead.py) run with no metrics (A) and with ``length`` + ``degeneration``
+   (B), in fresh processes, over ``--repeats`` rounds whose order alternates (A B, then B A).
+   Three views of the engine slowdown, all printed: the headline, the median over the rounds
+   of each round's ``1 - rate_B / rate_A``; best-of beside it, ``1 - best B / best A``; and
+   the share of B's run time spent inside its metrics' ``score``/``aggregate`` calls (timed in
+   the run itself, so under one load; adding the columns to the tables costs nothing
+   measurable, checked with a metric that returns constant columns). The goal is met only
+   when the headline meets it.
 
     python bench/metrics_throughput.py            # 5,000 prompts x 10, 3 repeats
     python bench/metrics_throughput.py --quick    # 1,000 prompts x 10, 2 repeats
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import load_line, machine_line  # bench/ is on the path: the script's folder
 
 REPO = Path(__file__).resolve().parent.parent
 V1_TEST = REPO.parent / "shared" / "data" / "castillo-v1" / "results" / "test"
@@ -49,13 +51,14 @@ def _v1_texts() -> tuple[list[str], np.ndarray, np.ndarray] | None:
     return texts, np.array(capped), np.array(flagged)
 
 
-def _best_rate(function, texts: list[str], repeats: int) -> float:  # type: ignore[no-untyped-def]
-    best = float("inf")
+def _rates(function, texts: list[str], repeats: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """responses/s: the median and the best of ``repeats`` passes over ``texts``."""
+    seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
         function(texts)
-        best = min(best, time.perf_counter() - start)
-    return len(texts) / best
+        seconds.append(time.perf_counter() - start)
+    return len(texts) / float(np.median(seconds)), len(texts) / min(seconds)
 
 
 def detector_section(repeats: int) -> float | None:
@@ -68,12 +71,12 @@ def detector_section(repeats: int) -> float | None:
         return None
     texts, capped, flagged = loaded
     megabytes = sum(len(t) for t in texts) / 1e6
-    repetition = _best_rate(repetition_scores, texts, repeats)
-    lengths = _best_rate(text_lengths, texts, repeats)
+    repetition, repetition_best = _rates(repetition_scores, texts, repeats)
+    lengths, lengths_best = _rates(text_lengths, texts, repeats)
     print(f"v1 test split longest_response texts: {len(texts):,} texts, {megabytes:.1f} M characters")
-    print(f"{'metric':<28} {'responses/s':>12}")
-    print(f"{'repetition detector':<28} {repetition:>12,.0f}")
-    print(f"{'length counts':<28} {lengths:>12,.0f}")
+    print(f"{'metric':<28} {f'responses/s, median of {repeats}':>28} {'best':>12}")
+    print(f"{'repetition detector':<28} {repetition:>28,.0f} {repetition_best:>12,.0f}")
+    print(f"{'length counts':<28} {lengths:>28,.0f} {lengths_best:>12,.0f}")
     flag = repetition_scores(texts).flag
     clean = ~flagged
     true_positive = int((flag & flagged).sum())
@@ -151,14 +154,22 @@ def _engine(out: Path, prompts: int, metrics: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def engine_section(prompts: int, repeats: int) -> tuple[float, float]:
+def engine_section(prompts: int, repeats: int) -> tuple[float, float, float]:
     """Engine slowdown with the metrics: paired A/B wall-clock rates, and the in-run share."""
     tmp = Path(tempfile.mkdtemp(prefix="castillo-metrics-bench-"))
     try:
         rows = []
-        for i in range(repeats):  # alternate A and B: the machine is shared and noisy
-            rows.append((_engine(tmp / f"bare{i}", prompts, ""), _engine(tmp / f"full{i}", prompts, METRICS)))
-        print(f"engine: fake backend, {prompts:,} prompts x 10 samples (mean_tokens=200, cap 1024), A/B alternated")
+        for i in range(repeats):  # alternate A B, then B A: the machine is shared and its load drifts
+            if i % 2 == 0:
+                bare = _engine(tmp / f"bare{i}", prompts, "")
+                full = _engine(tmp / f"full{i}", prompts, METRICS)
+            else:
+                full = _engine(tmp / f"full{i}", prompts, METRICS)
+                bare = _engine(tmp / f"bare{i}", prompts, "")
+            rows.append((bare, full))
+        print(
+            f"engine: fake backend, {prompts:,} prompts x 10 samples (mean_tokens=200, cap 1024), order A B, then B A"
+        )
         print(
             f"{'repeat':>6} {'A: no metrics resp/s':>21} {'B: with metrics resp/s':>23} {'1 - B/A':>8} "
             f"{'B: time in metrics':>19} {'CPU A s':>8} {'CPU B s':>8}"
@@ -177,7 +188,9 @@ def engine_section(prompts: int, repeats: int) -> tuple[float, float]:
         median_paired, median_share = float(np.median(paired)), float(np.median(shares))
         print(f"{'median':>6} {'':>21} {'':>23} {median_paired:>8.1%} {median_share:>19.1%}")
         print(f"best rates: A {best_a:,.0f}, B {best_b:,.0f} responses/s, 1 - B/A = {1 - best_b / best_a:.1%}")
-        return median_paired, median_share
+        by_cpu = float(np.median([1 - bare["cpu"] / full["cpu"] for bare, full in rows]))
+        print(f"by CPU time of the process instead of wall time: median 1 - B/A = {by_cpu:.1%}")
+        return median_paired, 1 - best_b / best_a, median_share
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -195,12 +208,15 @@ def main() -> None:
         return
     if args.quick:
         args.prompts, args.repeats = 1_000, 2
+    print(machine_line(), flush=True)
     rate = detector_section(args.repeats)
-    paired, share = engine_section(args.prompts, args.repeats)
-    detector = f"; repetition detector {rate:,.0f} responses/s on v1 longest responses" if rate else ""
+    paired, best, share = engine_section(args.prompts, args.repeats)
+    detector = f"; repetition detector {rate:,.0f} responses/s on v1 longest responses, median" if rate else ""
+    print(load_line())
     print(
-        f"RESULT metrics_throughput {share * 100:.1f} % of engine time spent in metrics "
-        f"(goal <= 20% engine slowdown; median paired A/B slowdown {paired * 100:.1f}%{detector})"
+        f"RESULT metrics_throughput {paired * 100:.1f} % engine slowdown with metrics, median of {args.repeats} "
+        f"alternating A/B rounds (best-of {best * 100:.1f}%; share of run time in metrics {share * 100:.1f}%; "
+        f"goal <= 20%: {'met' if paired <= 0.20 else 'not met'}{detector})"
     )
 
 
