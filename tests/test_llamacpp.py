@@ -252,8 +252,13 @@ def test_the_prompt_is_evaluated_once_not_n_times(open_backend: Callable[..., An
     # llama.cpp's own counters: tokens it evaluated in this (fresh) context. Each prompt's
     # prefix once, then per sample its last prompt token plus the tokens fed back, i.e.
     # exactly its output_tokens. (llama_perf_context reports each counter as at least 1.)
+    # The prompts' common prefix (the chat template's system prompt) is evaluated once for all.
     decoded = backend._ctx.tokens_decoded()
-    prefixes = sum(len(r.rendered.payload) - 1 for r in requests)
+    shared = backend.generator.stats.shared_prefix
+    first, *others = (list(r.rendered.payload) for r in requests)
+    common = next(i for i, token in enumerate(first) if any(o[i] != token for o in others))
+    assert shared == common >= 8
+    prefixes = sum(len(r.rendered.payload) - 1 for r in requests) - (len(requests) - 1) * shared
     outputs = sum(c.output_tokens for r in results for c in r.completions)
     assert prefixes + outputs <= decoded <= prefixes + outputs + 2
     n_fold = sum(10 * len(r.rendered.payload) for r in requests) + outputs
@@ -270,6 +275,24 @@ def test_same_seed_same_lengths_and_texts(open_backend: Callable[..., Any]) -> N
     first, again, other = run(7), run(7), run(8)
     assert first == again
     assert first != other
+
+
+@needs_llama
+def test_sampling_on_several_threads_draws_the_same_tokens(
+    open_backend: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each sequence's chain reads its own logits row and owns its random state, so drawing
+    # on 3 threads (more than the cores here: the threads really interleave) changes nothing.
+    def run(threads: int) -> list[tuple[int, str, str]]:
+        monkeypatch.setenv("CASTILLO_LLAMACPP_SAMPLING_THREADS", str(threads))
+        backend = open_backend(n_parallel=12)
+        results = _generate(backend, _requests(backend, QUESTIONS[:6], n=8, seed=3), max_new_tokens=40)
+        assert backend.generator._threads == threads
+        return [(c.output_tokens, c.finish_reason, c.text) for r in results for c in r.completions]
+
+    serial = run(1)
+    assert len({text for _, _, text in serial}) > 20
+    assert run(3) == serial
 
 
 @needs_llama

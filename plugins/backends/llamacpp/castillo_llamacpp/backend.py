@@ -282,7 +282,8 @@ class LlamaCppBackend(Backend):
         n_batch = max(512, slots + 256)
         threads = self.options.n_threads or _llama.default_threads()
         ctx = self._ctx
-        if ctx is not None and (ctx.n_ctx < n_ctx or ctx.n_seq_max != slots + holders):
+        n_seq = slots + holders + 1  # + 1: the prompts' shared prefix (batched.py)
+        if ctx is not None and (ctx.n_ctx < n_ctx or ctx.n_seq_max != n_seq):
             ctx.close()
             ctx = self._ctx = None
         if ctx is None:
@@ -294,7 +295,7 @@ class LlamaCppBackend(Backend):
                     config.max_new_tokens,
                     model.n_ctx_train,
                 )
-            ctx = self._ctx = _llama.Context(model, n_ctx, slots + holders, n_batch, threads)
+            ctx = self._ctx = _llama.Context(model, n_ctx, n_seq, n_batch, threads)
         return ctx, holders
 
     def generate(

@@ -16,10 +16,24 @@ How a prompt flows through one context:
    samples wait than there are slots), so a freed slot never waits for a prefill and
    the batch stays full until the work runs out.
 
-*Deterministic mode* (``deterministic=True``): the same loop, one prompt at a time. Each
-prompt runs alone in a cleared KV cache, so its prefill, the batches its samples decode in
-and the cells they occupy depend on that prompt (and the options) only, never on which
-prompts came before it or were already stored: a resumed run is bit-identical to an
+Two things keep llama.cpp's cores on the model rather than on castillo's bookkeeping:
+
+- *A shared prefix is evaluated once per call.* Prompts rendered with one chat template
+  start with the same tokens (the system prompt, a corpus's instruction: 46 tokens of a
+  HumanEval prompt's ~160 for SmolLM2). Their longest common prefix is decoded once into
+  its own sequence and copied into each prompt's holder, whose prefill starts after it.
+  On a CPU a prefill token costs nearly as much as a generated one, so this is work
+  removed, not moved.
+- *Sampling runs on as many threads as decoding.* Between two ``llama_decode`` calls
+  every running sequence draws from its own chain over the whole vocabulary (tenths of
+  a millisecond each); the draws are independent and ctypes releases the GIL, so they
+  are split over ``n_threads`` threads. Each chain reads only its own logits row and owns
+  its random state, so the tokens are the same as drawn one after the other.
+
+*Deterministic mode* (``deterministic=True``): the same loop, one prompt at a time, no prefix
+shared between prompts. Each prompt runs alone in a cleared KV cache, so its prefill, the
+batches its samples decode in and the cells they occupy depend on that prompt (and the
+options) only, never on which prompts came before it or were already stored: a resumed run is bit-identical to an
 uninterrupted one. The default mode lets a prompt share batches and cache cells with its
 neighbours (prefilled ahead, slots refilled by the next prompt), which is faster but makes
 its logits round differently when the neighbours change (docs/backends/llamacpp.md).
@@ -33,13 +47,17 @@ that is an error too, never a silent stop).
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from castillo_core import BackendError, Completion, FinishReason, GenerationRequest, PromptResult, SamplingSettings
 from castillo_llamacpp._llama import Batch, Context, Model, Sampler
+
+MIN_SHARED_PREFIX = 8  # tokens; a shorter common prefix is not worth a sequence
 
 
 @dataclass
@@ -51,6 +69,7 @@ class _Job:
     holder: int | None
     t0: float
     prefilled: int = 0
+    shared: int = 0
     started: int = 0
     finished: int = 0
     completions: list[Completion | None] = field(default_factory=list)
@@ -91,6 +110,7 @@ class Stats:
     decode_s: float = 0.0
     sample_s: float = 0.0
     prompt_tokens: int = 0
+    shared_prefix: int = 0
     generated: int = 0
     batch_tokens: int = 0
     running_sum: int = 0
@@ -114,9 +134,13 @@ class BatchedGenerator:
         self.n_parallel = n_parallel
         self.n_holders = n_holders
         self.deterministic = deterministic
+        # The sequence that holds the prompts' common prefix (when the context has one more).
+        self.shared_seq = n_parallel + n_holders if ctx.n_seq_max > n_parallel + n_holders else None
         self.stats = Stats()
         self._settings: SamplingSettings | None = None
         self._max_new = 0
+        self._threads = max(1, int(os.environ.get("CASTILLO_LLAMACPP_SAMPLING_THREADS", ctx.n_threads)))
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- hooks (the benchmark's no-sampling ceiling overrides them) ---------------------------
 
@@ -128,6 +152,20 @@ class BatchedGenerator:
     def pick(self, seq: _Seq) -> int:
         assert seq.sampler is not None
         return seq.sampler.sample(self.ctx, seq.out)
+
+    def pick_all(self, running: Sequence[_Seq]) -> list[int]:
+        """Every running sequence's next token, the draws spread over the sampling threads."""
+        if self._pool is None or len(running) < 2 * self._threads:
+            return [self.pick(seq) for seq in running]
+        # The first read of a decode's logits may reorder llama.cpp's output rows (a write);
+        # done here, once, every later read is read-only and safe from several threads.
+        self.ctx.logits_row(running[0].out)
+        k = self._threads
+        parts = list(self._pool.map(lambda part: [self.pick(seq) for seq in part], [running[i::k] for i in range(k)]))
+        tokens = [0] * len(running)
+        for i, part in enumerate(parts):
+            tokens[i::k] = part
+        return tokens
 
     def finish_reason(self, seq: _Seq, token: int) -> FinishReason | None:
         if token in self.model.eog:
@@ -174,11 +212,18 @@ class BatchedGenerator:
         self._settings = settings
         self._max_new = max_new_tokens
         self.check_fits(requests, max_new_tokens)
-        if not self.deterministic:
-            yield from self._run(requests, max_new_tokens)
-            return
-        for request in requests:  # one prompt per wave, each in a cleared cache
-            yield from self._run((request,), max_new_tokens)
+        if self._threads > 1:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="castillo-sample")
+        try:
+            if not self.deterministic:
+                yield from self._run(requests, max_new_tokens)
+                return
+            for request in requests:  # one prompt per wave, each in a cleared cache
+                yield from self._run((request,), max_new_tokens)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
 
     def _run(self, requests: Sequence[GenerationRequest], max_new_tokens: int) -> Iterator[PromptResult]:
         ctx = self.ctx
@@ -195,6 +240,8 @@ class BatchedGenerator:
         reserved = 0
         stats = self.stats
         try:
+            shared = self._share_prefix(requests, batch)
+            reserved += shared
             while queue or waiting or running:
                 batch.clear()
                 for seq in running:
@@ -237,7 +284,10 @@ class BatchedGenerator:
                     queue.popleft()
                     holder = free_holders.pop() if prefix > 0 else None
                     job = _Job(request, tokens, holder, time.perf_counter(), completions=[None] * request.n)
-                    reserved += prefix
+                    if shared and holder is not None and self.shared_seq is not None:
+                        ctx.seq_cp(self.shared_seq, holder)  # cells shared, not copied: unified KV cache
+                        job.prefilled = job.shared = shared
+                    reserved += prefix - job.shared
                     stats.prompts += 1
                     waiting.append(job)
                     self._prefill(job, batch)
@@ -255,8 +305,7 @@ class BatchedGenerator:
                 stats.running_sum += len(running)
                 still: list[_Seq] = []
                 done: list[_Job] = []
-                for seq in running:
-                    token = self.pick(seq)
+                for seq, token in zip(running, self.pick_all(running), strict=True):
                     seq.generated.append(token)
                     reason = self.finish_reason(seq, token)
                     if reason is None:
@@ -269,7 +318,7 @@ class BatchedGenerator:
                     job = seq.job
                     job.finished += 1
                     if job.finished == job.request.n:
-                        reserved -= job.prefix_len
+                        reserved -= job.prefix_len - job.shared
                         done.append(job)
                 running = still
                 stats.sample_s += time.perf_counter() - t2
@@ -285,6 +334,33 @@ class BatchedGenerator:
                     seq.sampler.free()
             batch.free()
             ctx.clear()
+
+    def _share_prefix(self, requests: Sequence[GenerationRequest], batch: Batch) -> int:
+        """Decode the prompts' longest common prefix once into the shared sequence; its length.
+
+        Only between prompts of one call in the default mode: the deterministic mode keeps
+        every prompt's arithmetic independent of the others. Capped one token short of the
+        shortest prefix, so every prompt still prefills (and every sample decodes) its own
+        last token.
+        """
+        if self.deterministic or self.shared_seq is None or len(requests) < 2:
+            return 0
+        payloads = [request.rendered.payload for request in requests]
+        limit = min(len(tokens) for tokens in payloads) - 1
+        first = payloads[0]
+        length = 0
+        while length < limit and all(tokens[length] == first[length] for tokens in payloads):
+            length += 1
+        if length < MIN_SHARED_PREFIX:
+            return 0
+        for start in range(0, length, batch.capacity):
+            batch.clear()
+            for pos in range(start, min(length, start + batch.capacity)):
+                batch.add(first[pos], pos, self.shared_seq, False)
+            self.ctx.decode(batch)
+        self.stats.prompt_tokens += length
+        self.stats.shared_prefix = length
+        return length
 
     def _prefill(self, job: _Job, batch: Batch) -> None:
         """Add as much of the job's prefix (all but the last token) as the batch has room for."""
