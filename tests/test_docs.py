@@ -85,3 +85,27 @@ def test_the_plugin_guide_lists_the_whole_public_api_and_every_hook() -> None:
     hooks = {name for name in dir(hookspecs) if name.startswith("castillo_")}
     documented = set(re.findall(r"`(castillo_register_\w+)\(", _section(text, "## Hooks and registration")))
     assert hooks == documented, "docs/plugins.md's hook table and castillo_core/api/hookspecs.py differ"
+
+
+def test_the_readme_demo_sample_is_what_castillo_show_prints(tmp_path: Path) -> None:
+    """The README's `make demo` sample: its title, columns and legend are castillo show's own.
+
+    The row's numbers come from the real demo (a 2-3 minute llama.cpp run, not repeated here);
+    what must not drift is the layout a user compares their screen with.
+    """
+    from tests.helpers import castillo
+
+    readme = (DOCS.parent / "README.md").read_text()
+    block = next(m.group("body") for m in _FENCE.finditer(readme) if "castillo show runs/demo" in m.group("body"))
+    sample = block.splitlines()
+    title = next(i for i, line in enumerate(sample) if line.strip() == "castillo show runs/demo")
+    header, rule, row, legend = sample[title + 1 : title + 5]
+    castillo(
+        "run", "--backend", "fake", "--corpus", "tiny", "--limit", "2", "-n", "2", "--out", "runs/demo", cwd=tmp_path
+    )
+    shown = castillo("show", "runs/demo", env={"COLUMNS": "200"}, cwd=tmp_path).stdout.splitlines()
+    at = next(i for i, line in enumerate(shown) if line.strip() == "castillo show runs/demo")
+    assert shown[at + 1].split() == header.split()
+    assert set(shown[at + 2]) == set(rule) == {"─"}
+    assert len(shown[at + 3].split()) == len(row.split()) == len(header.split())
+    assert shown[at + 4] == legend
