@@ -151,7 +151,7 @@ def _cb_config(requests: list[GenerationRequest], max_new: int, rows: int) -> An
 
     Left to itself, transformers sizes the paged cache from the device's free memory; on a CPU
     that is the host's RAM (0.9 of it), so every ``generate_batch`` zeroes a tensor of many GiB
-    before decoding a token (25-30 s here for 6 samples of 8 tokens). Sized for ``rows``
+    before decoding a token (22-31 s here for 6 samples of 8 tokens). Sized for ``rows``
     concurrent samples of the longest prompt plus ``max_new`` tokens instead, as a user would.
     """
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
