@@ -149,9 +149,9 @@ def _padded(
 def _cb_config(requests: list[GenerationRequest], max_new: int, rows: int) -> Any:
     """Paged-cache sizes for transformers' continuous batching on a CPU.
 
-    Left to itself, transformers sizes the paged cache from the device's free memory; on a CPU
-    that is the host's RAM (0.9 of it), so every ``generate_batch`` zeroes a tensor of many GiB
-    before decoding a token (22-31 s here for 6 samples of 8 tokens). Sized for ``rows``
+    Left to itself, transformers sizes the paged cache as for a GPU; on a CPU from the host's
+    total RAM less its own RSS, times 0.8-0.9, so every ``generate_batch`` zeroes a tensor of many
+    GiB before decoding a token (22-31 s here for 6 samples of 8 tokens). Sized for ``rows``
     concurrent samples of the longest prompt plus ``max_new`` tokens instead, as a user would.
     """
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
