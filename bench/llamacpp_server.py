@@ -141,7 +141,7 @@ def through_openai(url: str, model: Path, requests: list[Any], config: Any, para
     from castillo_core import ModelSpec
 
     options = {"base_url": f"{url}/v1", "concurrency": parallel, "sampling_fields": "llamacpp"}
-    backend = OpenAIBackend(ModelSpec(backend="openai", model=model.name, options=options))
+    backend = OpenAIBackend(ModelSpec(backend="openai", model=str(model), options=options))
     backend.open()
     try:
         settings = backend.sampling(config)

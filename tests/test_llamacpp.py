@@ -278,24 +278,6 @@ def test_same_seed_same_lengths_and_texts(open_backend: Callable[..., Any]) -> N
 
 
 @needs_llama
-def test_sampling_on_several_threads_draws_the_same_tokens(
-    open_backend: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Each sequence's chain reads its own logits row and owns its random state, so drawing
-    # on 3 threads (more than the cores here: the threads really interleave) changes nothing.
-    def run(threads: int) -> list[tuple[int, str, str]]:
-        monkeypatch.setenv("CASTILLO_LLAMACPP_SAMPLING_THREADS", str(threads))
-        backend = open_backend(n_parallel=12)
-        results = _generate(backend, _requests(backend, QUESTIONS[:6], n=8, seed=3), max_new_tokens=40)
-        assert backend.generator._threads == threads
-        return [(c.output_tokens, c.finish_reason, c.text) for r in results for c in r.completions]
-
-    serial = run(1)
-    assert len({text for _, _, text in serial}) > 20
-    assert run(3) == serial
-
-
-@needs_llama
 def test_deterministic_mode_a_prompts_samples_do_not_depend_on_the_other_prompts(
     open_backend: Callable[..., Any],
 ) -> None:

@@ -281,10 +281,6 @@ class Context:
             raise BackendError("backend llamacpp: llama_decode was aborted")
         raise BackendError(f"backend llamacpp: llama_decode failed with code {rc} on a batch of {batch.n} tokens")
 
-    def logits_row(self, index: int) -> None:
-        """Touch the logits of batch index ``index``: llama.cpp applies a pending output reorder."""
-        L.llama_get_logits_ith(self.handle, index)
-
     def seq_cp(self, src: int, dst: int) -> None:
         L.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
 

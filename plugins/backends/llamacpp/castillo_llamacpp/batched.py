@@ -16,19 +16,11 @@ How a prompt flows through one context:
    samples wait than there are slots), so a freed slot never waits for a prefill and
    the batch stays full until the work runs out.
 
-Two things keep llama.cpp's cores on the model rather than on castillo's bookkeeping:
-
-- *A shared prefix is evaluated once per call.* Prompts rendered with one chat template
-  start with the same tokens (the system prompt, a corpus's instruction: 46 tokens of a
-  HumanEval prompt's ~160 for SmolLM2). Their longest common prefix is decoded once into
-  its own sequence and copied into each prompt's holder, whose prefill starts after it.
-  On a CPU a prefill token costs nearly as much as a generated one, so this is work
-  removed, not moved.
-- *Sampling runs on as many threads as decoding.* Between two ``llama_decode`` calls
-  every running sequence draws from its own chain over the whole vocabulary (tenths of
-  a millisecond each); the draws are independent and ctypes releases the GIL, so they
-  are split over ``n_threads`` threads. Each chain reads only its own logits row and owns
-  its random state, so the tokens are the same as drawn one after the other.
+*A shared prefix is evaluated once per call.* Prompts rendered with one chat template start
+with the same tokens (the system prompt, a corpus's instruction: 46 tokens of a HumanEval
+prompt's ~160 for SmolLM2). Their longest common prefix is decoded once into a sequence of
+its own and copied into each prompt's holder, whose prefill starts after it. On a CPU a
+prefill token costs nearly as much as a generated one, so this is work removed, not moved.
 
 *Deterministic mode* (``deterministic=True``): the same loop, one prompt at a time, no prefix
 shared between prompts. Each prompt runs alone in a cleared KV cache, so its prefill, the
@@ -47,11 +39,9 @@ that is an error too, never a silent stop).
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from castillo_core import BackendError, Completion, FinishReason, GenerationRequest, PromptResult, SamplingSettings
@@ -139,8 +129,6 @@ class BatchedGenerator:
         self.stats = Stats()
         self._settings: SamplingSettings | None = None
         self._max_new = 0
-        self._threads = max(1, int(os.environ.get("CASTILLO_LLAMACPP_SAMPLING_THREADS", ctx.n_threads)))
-        self._pool: ThreadPoolExecutor | None = None
 
     # -- hooks (the benchmark's no-sampling ceiling overrides them) ---------------------------
 
@@ -152,20 +140,6 @@ class BatchedGenerator:
     def pick(self, seq: _Seq) -> int:
         assert seq.sampler is not None
         return seq.sampler.sample(self.ctx, seq.out)
-
-    def pick_all(self, running: Sequence[_Seq]) -> list[int]:
-        """Every running sequence's next token, the draws spread over the sampling threads."""
-        if self._pool is None or len(running) < 2 * self._threads:
-            return [self.pick(seq) for seq in running]
-        # The first read of a decode's logits may reorder llama.cpp's output rows (a write);
-        # done here, once, every later read is read-only and safe from several threads.
-        self.ctx.logits_row(running[0].out)
-        k = self._threads
-        parts = list(self._pool.map(lambda part: [self.pick(seq) for seq in part], [running[i::k] for i in range(k)]))
-        tokens = [0] * len(running)
-        for i, part in enumerate(parts):
-            tokens[i::k] = part
-        return tokens
 
     def finish_reason(self, seq: _Seq, token: int) -> FinishReason | None:
         if token in self.model.eog:
@@ -212,18 +186,11 @@ class BatchedGenerator:
         self._settings = settings
         self._max_new = max_new_tokens
         self.check_fits(requests, max_new_tokens)
-        if self._threads > 1:
-            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="castillo-sample")
-        try:
-            if not self.deterministic:
-                yield from self._run(requests, max_new_tokens)
-                return
-            for request in requests:  # one prompt per wave, each in a cleared cache
-                yield from self._run((request,), max_new_tokens)
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown()
-                self._pool = None
+        if not self.deterministic:
+            yield from self._run(requests, max_new_tokens)
+            return
+        for request in requests:  # one prompt per wave, each in a cleared cache
+            yield from self._run((request,), max_new_tokens)
 
     def _run(self, requests: Sequence[GenerationRequest], max_new_tokens: int) -> Iterator[PromptResult]:
         ctx = self.ctx
@@ -305,7 +272,8 @@ class BatchedGenerator:
                 stats.running_sum += len(running)
                 still: list[_Seq] = []
                 done: list[_Job] = []
-                for seq, token in zip(running, self.pick_all(running), strict=True):
+                for seq in running:
+                    token = self.pick(seq)
                     seq.generated.append(token)
                     reason = self.finish_reason(seq, token)
                     if reason is None:
