@@ -54,7 +54,7 @@ def find_server(given: str | None) -> Path:
 
 
 class Server:
-    """llama-server on a free loopback port, started once for every round."""
+    """llama-server on a free loopback port, started afresh for each run that uses it."""
 
     def __init__(self, binary: Path, model: Path, parallel: int, n_ctx: int, threads: int, log: Path) -> None:
         with socket.socket() as sock:
@@ -93,6 +93,7 @@ class Server:
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(timeout=30)
+            self.proc = None
 
 
 async def direct(url: str, requests: list[Any], cap: int, parallel: int) -> tuple[float, int]:
@@ -201,9 +202,7 @@ def main() -> None:
     print(f"machine: {machine()}", flush=True)
     print(f"llama.cpp: llama-cpp-python {_llama.library_version()}; server {binary}", flush=True)
     print(f"load average before: {load()}", flush=True)
-    server.start()
     try:
-        through_openai(server.url, path, requests[:1], config.model_copy(update={"n": 2}), 2)  # warm-up
         order = ["castillo", "direct", "openai"]
         rounds: list[dict[str, float]] = []
         for round_ in range(args.rounds):
@@ -214,11 +213,18 @@ def main() -> None:
                     results = list(backend.generate(requests, backend.sampling(config), config))
                     tokens = sum(c.output_tokens for r in results for c in r.completions)
                     rates[name] = tokens / (time.perf_counter() - start)
-                elif name == "direct":
-                    seconds, tokens = asyncio.run(direct(server.url, requests, config.max_new_tokens, args.parallel))
-                    rates[name] = tokens / seconds
                 else:
-                    seconds, tokens = through_openai(server.url, path, requests, config, args.parallel)
+                    # A fresh server per run: its prompt cache (--cache-ram) would otherwise hand
+                    # the later runs the prompts an earlier run evaluated, which a grid never sees.
+                    server.start()
+                    try:
+                        if name == "direct":
+                            coroutine = direct(server.url, requests, config.max_new_tokens, args.parallel)
+                            seconds, tokens = asyncio.run(coroutine)
+                        else:
+                            seconds, tokens = through_openai(server.url, path, requests, config, args.parallel)
+                    finally:
+                        server.stop()
                     rates[name] = tokens / seconds
             order = order[1:] + order[:1]
             rounds.append(rates)
@@ -228,7 +234,6 @@ def main() -> None:
                 flush=True,
             )
     finally:
-        server.stop()
         backend.close()
 
     def ratio(a: str, b: str) -> tuple[float, float]:
