@@ -129,6 +129,30 @@ def test_damaged_parts_are_refused_and_repair_regenerates_exactly_them(tmp_path:
     assert (out / "_quarantine").exists()
 
 
+def test_a_commit_cut_between_the_ledger_and_the_prompts_rename_reads_and_resumes(tmp_path: Path) -> None:
+    """A kill right after the ledger line (prompts file still under its temporary name).
+
+    Found by the crash tests in CI: readers refused the output as damaged. Readers skip the
+    part (its responses wait for their prompts), and the next writer completes the rename.
+    """
+    out = tmp_path / "out"
+    castillo(*RUN, "--flush-every", "9", "--out", str(out))
+    reference = _rows(out)
+    part = sorted((out / "prompts").rglob("part-*.parquet"))[1]
+    part.rename(part.with_name(".tmp-" + part.name))  # the state the kill leaves
+    partial = read_table(out, "prompts")
+    assert 0 < partial.num_rows < len(reference)
+    assert set(read_table(out, "responses").column("prompt_id").to_pylist()) == set(
+        partial.column("prompt_id").to_pylist()
+    )
+    assert castillo("show", str(out)).returncode == 0
+    rerun = castillo(*RUN, "--out", str(out))
+    assert "completed 1 part(s) whose commit a crash interrupted" in rerun.stderr
+    assert "\tnew=0\t" in rerun.stdout
+    assert _rows(out) == reference
+    assert castillo("verify", str(out)).returncode == 0
+
+
 # 3. a corpus file edited in place is a different selection -------------------------------------------
 
 

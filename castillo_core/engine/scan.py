@@ -142,6 +142,8 @@ def find_problems(store: Store) -> list[tuple[str, str]]:
         for file in (record.prompts, record.responses):
             path = store.root / file.path
             if not path.exists():
+                if file is record.prompts and pending_commit(path, file.size):
+                    continue  # readers skip the part until its prompts arrive; a writer completes it
                 out.append((file.path, "is missing"))
             elif path.stat().st_size != file.size:
                 out.append((file.path, f"has {path.stat().st_size} bytes, {file.size} were written"))
@@ -152,6 +154,17 @@ def find_problems(store: Store) -> list[tuple[str, str]]:
             if not hidden(path, store.root) and store.rel(path) not in recorded:
                 out.append((store.rel(path), "was not written by castillo into this output (a copy?)"))
     return out
+
+
+def pending_commit(final: Path, size: int) -> bool:
+    """The ledger records the part, and its prompts file still has its temporary name.
+
+    A writer appends the ledger line, then renames the prompts file: a reader can land in
+    between (a live writer finishes a moment later), and so does a kill (the next writer
+    finishes the rename when it opens the output). Either way nothing is lost or damaged.
+    """
+    tmp = final.with_name(".tmp-" + final.name)
+    return tmp.exists() and tmp.stat().st_size == size
 
 
 def hidden(path: Path, root: Path) -> bool:
