@@ -398,6 +398,13 @@ def test_context_too_small_is_a_clear_error_or_a_smaller_batch(open_backend: Cal
     assert [len(r.completions) for r in results] == [6, 6, 6]
     assert all(c.output_tokens <= 64 for r in results for c in r.completions)
     assert backend.generator.stats.mean_running <= 4
+    # A prompt that fits alone, exactly, still runs when the cell's shared prefix is reserved too.
+    backend = open_backend(n_ctx=256)
+    requests = _requests(backend, QUESTIONS[:2], n=2)
+    longest = max(len(r.rendered.payload) for r in requests)
+    results = _generate(backend, requests, max_new_tokens=256 - longest)
+    assert backend.generator.stats.shared_prefix >= 8
+    assert [len(r.completions) for r in results] == [2, 2]
 
 
 @needs_llama

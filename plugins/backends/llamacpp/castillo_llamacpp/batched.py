@@ -246,7 +246,8 @@ class BatchedGenerator:
                     prefix = len(tokens) - 1
                     if prefix > 0 and not free_holders:
                         break
-                    if reserved + prefix + max_new_tokens > budget:
+                    # Its own cells: the shared prefix is reserved once (shared <= every prefix).
+                    if reserved + prefix - shared + max_new_tokens > budget:
                         break
                     queue.popleft()
                     holder = free_holders.pop() if prefix > 0 else None
