@@ -266,7 +266,7 @@ def main() -> None:
     from castillo_llamacpp import _llama, models
     from castillo_llamacpp.backend import LlamaCppBackend
 
-    from castillo_core import GenerationConfig, GenerationRequest, ModelSpec, prompt_seed
+    from castillo_core import GenerationConfig, ModelSpec, build_requests
 
     threads = args.threads or _llama.default_threads()
     path = models.fetch(models.resolve(args.model), None)
@@ -281,16 +281,13 @@ def main() -> None:
     info = backend.open()
     parallel = backend.options.n_parallel
     rendered = backend.render(prompts, config.max_prompt_tokens)
-    requests = [
-        GenerationRequest(key=i, prompt=p, rendered=r, seed=prompt_seed(config.seed, p.prompt_id, config.n), n=config.n)
-        for i, (p, r) in enumerate(zip(prompts, rendered, strict=True))
-    ]
+    requests = build_requests(prompts, rendered, config, "llamacpp")
     payloads = [list(r.payload) for r in rendered]
     mean_prompt = round(statistics.mean(map(len, payloads)))
     prefix = (payloads[0] * (mean_prompt // len(payloads[0]) + 1))[:mean_prompt]
     n_batch = max(512, parallel + 256)  # what castillo's context uses
     raw = Raw(path, threads, n_batch)
-    sweep = sorted({s for s in SWEEP if s <= max(SWEEP)} | {parallel})
+    sweep = sorted(set(SWEEP) | {parallel})
     print(
         f"model {path.name} ({info.dtype}), {len(requests)} {corpus} prompts x N={config.n} (mean prompt "
         f"{mean_prompt} tokens), cap {config.max_new_tokens}, {threads} threads, castillo n_parallel {parallel}, "

@@ -174,7 +174,7 @@ def main() -> None:
     from castillo_llamacpp import _llama, models
     from castillo_llamacpp.backend import LlamaCppBackend
 
-    from castillo_core import GenerationConfig, GenerationRequest, ModelSpec, prompt_seed
+    from castillo_core import GenerationConfig, ModelSpec, build_requests
 
     binary = find_server(args.server)
     threads = args.threads or _llama.default_threads()
@@ -185,10 +185,7 @@ def main() -> None:
     backend = LlamaCppBackend(ModelSpec(backend="llamacpp", model=str(path), options=options))
     backend.open()
     rendered = backend.render(prompts, config.max_prompt_tokens)
-    requests = [
-        GenerationRequest(key=i, prompt=p, rendered=r, seed=prompt_seed(config.seed, p.prompt_id, config.n), n=config.n)
-        for i, (p, r) in enumerate(zip(prompts, rendered, strict=True))
-    ]
+    requests = build_requests(prompts, rendered, config, "llamacpp")
     longest = max(len(r.payload) for r in rendered)
     n_ctx = 256 * (args.parallel * (longest + config.max_new_tokens + 8) // 256 + 1)
     log = REPO / ".cache" / "bench" / "llama-server.log"
